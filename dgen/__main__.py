@@ -1,0 +1,5 @@
+import sys
+
+from dgen.cli import main
+
+sys.exit(main())

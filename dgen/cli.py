@@ -1,0 +1,134 @@
+"""The `dgen` command.
+
+    dgen shard SOURCE [--root DIR] --out shards/NAME   pack a dataset into WebDataset shards
+    dgen merge DIR                                     join the part manifests of `shard --part I/N`
+    dgen verify DIR                                    check shards against their manifest
+    dgen bench loader [--data DIR]                     shard stream vs torchvision files, images/s
+
+`dgen shard SOURCE --help` lists the options of one source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dgen.errors import DgenError
+
+
+def _add_shard(sub) -> None:
+    from dgen.data.sources import SOURCES
+
+    p = sub.add_parser("shard", help="pack a dataset into WebDataset shards + manifest.json")
+    srcs = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    for name, cls in sorted(SOURCES.items()):
+        sp = srcs.add_parser(name, help=cls.help, description=cls.help)
+        sp.add_argument("--out", help="output folder (default: shards/SOURCE)")
+        size_default = "native" if cls.default_size is None else cls.default_size
+        sp.add_argument("--size", type=_size, default=cls.default_size,
+                        help=f"square image side in px, or 'native' (default: {size_default})")
+        sp.add_argument("--channels", type=int, choices=(1, 3), default=cls.default_channels,
+                        help=f"1 = grayscale, 3 = RGB (default: {cls.default_channels})")
+        sp.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default: 1000)")
+        sp.add_argument("--workers", type=int, default=1, help="parallel writer processes (default: 1)")
+        sp.add_argument("--part", default="0/1", help="write only part I of N (e.g. a Slurm array task), then `dgen merge`")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        cls.add_arguments(sp)
+        sp.set_defaults(run=_run_shard, source_cls=cls)
+
+
+def _size(text: str) -> int | None:
+    return None if text == "native" else int(text)
+
+
+def _run_shard(args) -> int:
+    from dgen.data.shard import parse_part, write_shards
+
+    part = parse_part(args.part)
+    source = args.source_cls.from_args(args)
+    out = args.out or f"shards/{args.source}"
+    path = write_shards(source, out, size=args.size, channels=args.channels, per_shard=args.per_shard,
+                        workers=args.workers, part=part, progress=not args.quiet)
+    print(f"wrote {path}")
+    if part[1] > 1:
+        print(f"part {part[0]}/{part[1]} done; once every part is: dgen merge {out}")
+    else:
+        _print_summary(path)
+    return 0
+
+
+def _print_summary(path) -> None:
+    from dgen.data.manifest import load_manifest
+
+    m = load_manifest(path)
+    size = "x".join(map(str, m.image_size)) if m.image_size else "mixed sizes"
+    for split, info in m.splits.items():
+        skipped = f", {info.skipped} unreadable items skipped" if info.skipped else ""
+        print(f"  {m.dataset}/{split}: {info.samples} samples in {len(info.shards)} shards ({size}, {m.channels} ch{skipped})")
+
+
+def _run_merge(args) -> int:
+    from dgen.data.shard import merge_parts
+
+    path = merge_parts(args.dir)
+    print(f"wrote {path}")
+    _print_summary(path)
+    return _run_verify(argparse.Namespace(dir=args.dir, no_decode=False))
+
+
+def _run_verify(args) -> int:
+    from dgen.data.verify import verify
+
+    problems = verify(args.dir, decode=not args.no_decode)
+    for p in problems:
+        print(f"BAD {p}", file=sys.stderr)
+    if problems:
+        print(f"{args.dir}: {len(problems)} bad shard(s); first: {problems[0]}", file=sys.stderr)
+        return 1
+    print(f"{args.dir}: all shards match the manifest")
+    return 0
+
+
+def _run_bench(args) -> int:
+    from dgen.data.bench import run_loader_bench
+
+    run_loader_bench(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_shard(sub)
+    p = sub.add_parser("merge", help="join part manifests written by `dgen shard --part I/N`, then verify")
+    p.add_argument("dir")
+    p.set_defaults(run=_run_merge)
+    p = sub.add_parser("verify", help="check every shard against manifest.json (sha256, counts, decoding)")
+    p.add_argument("dir")
+    p.add_argument("--no-decode", action="store_true", help="skip decoding images (faster)")
+    p.set_defaults(run=_run_verify)
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    from dgen.data.bench import add_arguments as add_loader_bench
+
+    bp = bench.add_parser("loader", help="images/s: shard stream (0/1/2 workers) vs torchvision reading files")
+    add_loader_bench(bp)
+    bp.set_defaults(run=_run_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except DgenError as e:
+        print(f"dgen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Stream shards into training and evaluation loops, on any number of ranks and workers.
+
+    from dgen.data import train_loader, eval_loader
+    train = train_loader("shards/digits", batch_size=64, seed=0, num_workers=2)
+    for epoch in range(3):
+        train.set_epoch(epoch)
+        for batch in train:             # batch["image"]: float32 [B, C, H, W] in [-1, 1]
+            ...                         # batch["label"]: int64 [B]; batch["attrs"]: int64 [B, A]
+    test = eval_loader("shards/digits", split="test", batch_size=256)
+
+Training streams are infinite and resampled: each (seed, epoch, rank, worker) draws shards at
+random (weighted by their sample counts) and shuffles samples through a buffer, so any number of
+ranks and workers works with any number of shards. An epoch is a fixed number of batches on every
+rank (by default one pass over the split, divided over the ranks), so DDP ranks never wait on each
+other at the end of an epoch. `set_epoch(e, start_batch=b)` resumes exactly at batch b of epoch e:
+the stream is a pure function of (seed, epoch, rank, worker), and the first b batches are skipped
+before decoding.
+
+Evaluation streams yield every sample of a split exactly once across all ranks and workers, in a
+fixed order. Shards are dealt to the rank x worker slots round-robin; when there are fewer shards
+than slots, every slot reads all shards and keeps every (slots)-th sample instead. Ranks may get
+different numbers of batches (the last ones are partial), so reduce evaluation results once after
+the loop, not per batch.
+
+Bad data: in training, an undecodable sample or an unreadable shard is skipped with a warning that
+names it and the running count (the run goes on); if no shard yields a sample the stream fails.
+In evaluation any such problem, or a shard holding a different number of samples than the
+manifest says, is an error: an evaluation never runs on a silently short split.
+
+The loaders move nothing to devices and are not passed to `accelerator.prepare` (which would read
+on rank 0 and broadcast); rank and world size come from torch.distributed or the RANK/WORLD_SIZE
+environment variables unless given.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+
+from dgen.data.manifest import Manifest, dataset_location, load_manifest, shard_url
+from dgen.errors import DataError
+
+log = logging.getLogger(__name__)
+
+READ_MODES = {None: ImageReadMode.UNCHANGED, 1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Raw tar members -> tensors. Resizing and channel conversion happen here, on request."""
+
+    image_size: int | None  # None keeps the stored size
+    channels: int | None  # None keeps the stored channels
+    labelled: bool
+    attributes: tuple[str, ...] | None
+
+    def __call__(self, raw: dict) -> dict:
+        data = raw.get("png", raw.get("jpg"))
+        if data is None:
+            raise ValueError("sample has no png/jpg member")
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=READ_MODES[self.channels])
+        if self.image_size is not None and tuple(img.shape[-2:]) != (self.image_size, self.image_size):
+            img = TF.resize(img, [self.image_size, self.image_size], antialias=True)
+        out = {"image": img.float().div_(127.5).sub_(1.0), "key": raw["__key__"]}
+        if self.labelled:
+            out["label"] = int(raw["cls"])
+        if self.attributes:
+            import json
+
+            attrs = json.loads(raw["json"])
+            out["attrs"] = [int(attrs[a]) for a in self.attributes]
+        return out
+
+
+def collate(samples: list[dict]) -> dict:
+    batch = {"image": torch.stack([s["image"] for s in samples]), "key": [s["key"] for s in samples]}
+    if "label" in samples[0]:
+        batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.int64)
+    if "attrs" in samples[0]:
+        batch["attrs"] = torch.tensor([s["attrs"] for s in samples], dtype=torch.int64)
+    return batch
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def _share(total: int, parts: int, i: int) -> int:
+    """Part i's share when `total` items are dealt round-robin to `parts` parts."""
+    return total // parts + (1 if i < total % parts else 0)
+
+
+class ShardStream(IterableDataset):
+    """One rank's stream over one split; DataLoader workers split it further among themselves."""
+
+    def __init__(self, urls: list[str], counts: list[int], decoder: Decoder, batch_size: int, *, train: bool,
+                 rank: int, world_size: int, seed: int = 0, epoch_batches: int = 0, shuffle_buffer: int = 1000,
+                 num_workers: int = 0):
+        self.urls, self.counts, self.decoder = urls, counts, decoder
+        self.batch_size, self.train, self.rank, self.world_size = batch_size, train, rank, world_size
+        self.seed, self.epoch_batches, self.shuffle_buffer = seed, epoch_batches, shuffle_buffer
+        self.num_workers = max(1, num_workers)
+        self.epoch, self.start_batch = 0, 0
+
+    def __iter__(self) -> Iterator[dict]:
+        return self._train() if self.train else self._eval()
+
+    # -- training: resampled, shuffled, a fixed number of batches -------------------------------------
+    def _train(self) -> Iterator[dict]:
+        wid, nw = _worker()
+        # Batch i of an epoch comes from logical worker i % nw. DataLoader always asks worker 0 first,
+        # so a pass resumed at batch b gives worker w the role of logical worker (w + b) % nw.
+        role = (wid + self.start_batch) % nw
+        todo = _share(self.epoch_batches, nw, role)
+        skip = _share(self.start_batch, nw, role)
+        rng = random.Random(f"dgen-train/{self.seed}/{self.epoch}/{self.rank}/{role}")
+        samples = wds.shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(self._resampled(rng))
+        for _ in range(skip * self.batch_size):
+            next(samples)
+        skipped, batch, done = 0, [], skip
+        while done < todo:
+            raw = next(samples)
+            try:
+                batch.append(self.decoder(raw))
+            except Exception as e:
+                skipped += 1
+                log.warning("skipping undecodable sample %s in %s (%s); %d skipped by rank %d worker %d so far",
+                            raw.get("__key__"), raw.get("__url__"), e, skipped, self.rank, wid)
+                continue
+            if len(batch) == self.batch_size:
+                yield collate(batch)
+                batch, done = [], done + 1
+
+    def _resampled(self, rng: random.Random) -> Iterator[dict]:
+        """Samples from shards drawn with probability proportional to their sample counts, forever."""
+        barren = 0  # consecutive shards that gave no sample: all shards broken must not spin forever
+        while True:
+            url = rng.choices(self.urls, weights=self.counts)[0]
+            got = 0
+            try:
+                for sample in wds.tariterators.tarfile_samples([{"url": url}]):
+                    got += 1
+                    yield sample
+            except Exception as e:
+                log.warning("unreadable shard %s (%s) after %d samples; drawing another", url, e, got)
+            barren = 0 if got else barren + 1
+            if barren > 3 * len(self.urls) + 10:
+                raise DataError(f"no readable samples in any of the {len(self.urls)} shards (last tried {url})")
+
+    # -- evaluation: every sample exactly once ---------------------------------------------------------
+    def slot_samples(self, wid: int, nw: int) -> list[tuple[int, list[int] | None]]:
+        """(shard index, None = all its samples / list of sample positions) assigned to slot (rank, wid)."""
+        slots = self.world_size * nw
+        slot = self.rank * nw + wid
+        if len(self.urls) >= slots:
+            return [(s, None) for s in range(slot, len(self.urls), slots)]
+        plan, pos = [], 0
+        for s, n in enumerate(self.counts):
+            keep = [i for i in range(n) if (pos + i) % slots == slot]
+            pos += n
+            if keep:
+                plan.append((s, keep))
+        return plan
+
+    def slot_batches(self, wid: int, nw: int) -> int:
+        n = sum(self.counts[s] if keep is None else len(keep) for s, keep in self.slot_samples(wid, nw))
+        return math.ceil(n / self.batch_size)
+
+    def _decode_or_fail(self, raw: dict, url: str) -> dict:
+        try:
+            return self.decoder(raw)
+        except Exception as e:
+            raise DataError(f"evaluation stream: sample {raw.get('__key__')} in {url} cannot be decoded: {e}") from None
+
+    def _eval(self) -> Iterator[dict]:
+        wid, nw = _worker()
+        batch = []
+        for s, keep in self.slot_samples(wid, nw):
+            url, wanted = self.urls[s], set(keep) if keep is not None else None
+            n = 0
+            try:
+                for n, raw in enumerate(wds.tariterators.tarfile_samples([{"url": url}]), start=1):
+                    if wanted is None or (n - 1) in wanted:
+                        batch.append(self._decode_or_fail(raw, url))
+                        if len(batch) == self.batch_size:
+                            yield collate(batch)
+                            batch = []
+            except DataError:
+                raise
+            except Exception as e:
+                raise DataError(f"evaluation stream: shard {url} is unreadable after {n} samples: {e}") from None
+            if n != self.counts[s]:
+                raise DataError(f"evaluation stream: shard {url} holds {n} samples, the manifest says {self.counts[s]}")
+        if batch:
+            yield collate(batch)
+
+
+class StreamLoader:
+    """A DataLoader over a ShardStream, with the epoch/position and length a training loop needs."""
+
+    def __init__(self, stream: ShardStream, manifest: Manifest, split: str, num_workers: int, pin_memory: bool):
+        self.stream, self.manifest, self.split = stream, manifest, split
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        if self.stream.train and not 0 <= start_batch <= len(self):
+            raise DataError(f"start_batch {start_batch} is outside the epoch of {len(self)} batches")
+        self.stream.epoch, self.stream.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        """Batches this rank gets per epoch (training: the same on every rank)."""
+        if self.stream.train:
+            return self.stream.epoch_batches
+        nw = max(1, self.num_workers)
+        return sum(self.stream.slot_batches(w, nw) for w in range(nw))
+
+    def __iter__(self) -> Iterator[dict]:
+        # A fresh DataLoader per pass: non-persistent workers receive the current epoch and position.
+        loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            prefetch_factor=4 if self.num_workers else None)
+        return iter(loader)
+
+
+def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        r, w = rank, world_size
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        r, w = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        r, w = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if not 0 <= r < w:
+        raise DataError(f"rank {r} is not in [0, world size {w})")
+    return r, w
+
+
+def _open(data, split, batch_size, image_size, channels) -> tuple[Manifest, list[str], list[int], Decoder]:
+    if batch_size < 1:
+        raise DataError(f"batch size must be >= 1, got {batch_size}")
+    manifest = load_manifest(data)
+    info = manifest.split(split)
+    if info.samples == 0:
+        raise DataError(f"split {split!r} of {manifest.dataset!r} holds no samples")
+    if image_size is None and manifest.image_size is None:
+        raise DataError(f"images of {manifest.dataset!r} vary in size; pass image_size to resize them")
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    location = dataset_location(data)
+    shards = [sh for sh in info.shards if sh.samples > 0]
+    urls = [shard_url(location, sh.name) for sh in shards]
+    attributes = tuple(manifest.attributes) if manifest.attributes else None
+    decoder = Decoder(image_size, channels, manifest.classes is not None, attributes)
+    return manifest, urls, [sh.samples for sh in shards], decoder
+
+
+def train_loader(data, split: str = "train", *, batch_size: int, seed: int = 0, num_workers: int = 2,
+                 image_size: int | None = None, channels: int | None = None, epoch_batches: int | None = None,
+                 shuffle_buffer: int = 1000, rank: int | None = None, world_size: int | None = None,
+                 pin_memory: bool = False) -> StreamLoader:
+    """Infinite resampled training stream over `data` (a shard folder, manifest path or remote prefix).
+
+    epoch_batches: batches per rank per epoch; default one pass over the split across all ranks.
+    """
+    manifest, urls, counts, decoder = _open(data, split, batch_size, image_size, channels)
+    rank, world_size = _rank_world(rank, world_size)
+    if epoch_batches is None:
+        epoch_batches = max(1, math.ceil(sum(counts) / (batch_size * world_size)))
+    if epoch_batches < 1:
+        raise DataError(f"epoch_batches must be >= 1, got {epoch_batches}")
+    stream = ShardStream(urls, counts, decoder, batch_size, train=True, rank=rank, world_size=world_size, seed=seed,
+                         epoch_batches=epoch_batches, shuffle_buffer=shuffle_buffer, num_workers=num_workers)
+    return StreamLoader(stream, manifest, split, num_workers, pin_memory)
+
+
+def eval_loader(data, split: str = "test", *, batch_size: int, num_workers: int = 0, image_size: int | None = None,
+                channels: int | None = None, rank: int | None = None, world_size: int | None = None,
+                pin_memory: bool = False) -> StreamLoader:
+    """Every sample of `split` exactly once across all ranks and workers, in shard order."""
+    manifest, urls, counts, decoder = _open(data, split, batch_size, image_size, channels)
+    rank, world_size = _rank_world(rank, world_size)
+    stream = ShardStream(urls, counts, decoder, batch_size, train=False, rank=rank, world_size=world_size,
+                         num_workers=num_workers)
+    return StreamLoader(stream, manifest, split, num_workers, pin_memory)
