@@ -7,4 +7,7 @@
     loader = train_loader("shards/digits", batch_size=64, num_workers=2)
 """
 
+from dgen.data.manifest import Manifest, load_manifest
+from dgen.data.stream import eval_loader, train_loader
 
+__all__ = ["Manifest", "load_manifest", "train_loader", "eval_loader"]

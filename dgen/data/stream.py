@@ -34,6 +34,8 @@ environment variables unless given.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import math
 import os
@@ -41,10 +43,11 @@ import random
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from dgen.data.manifest import Manifest, dataset_location, load_manifest, shard_url
@@ -52,7 +55,7 @@ from dgen.errors import DataError
 
 log = logging.getLogger(__name__)
 
-READ_MODES = {None: ImageReadMode.UNCHANGED, 1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+MODES = {1: "L", 3: "RGB"}
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,17 @@ class Decoder:
         data = raw.get("png", raw.get("jpg"))
         if data is None:
             raise ValueError("sample has no png/jpg member")
-        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=READ_MODES[self.channels])
+        with Image.open(io.BytesIO(data)) as im:
+            if self.channels is not None and im.mode != MODES[self.channels]:
+                im = im.convert(MODES[self.channels])  # L -> RGB repeats the channel; RGB -> L is luma
+            arr = np.array(im)  # a writable copy that outlives the file
+        img = torch.from_numpy(arr).unsqueeze(0) if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
         if self.image_size is not None and tuple(img.shape[-2:]) != (self.image_size, self.image_size):
             img = TF.resize(img, [self.image_size, self.image_size], antialias=True)
         out = {"image": img.float().div_(127.5).sub_(1.0), "key": raw["__key__"]}
         if self.labelled:
             out["label"] = int(raw["cls"])
         if self.attributes:
-            import json
-
             attrs = json.loads(raw["json"])
             out["attrs"] = [int(attrs[a]) for a in self.attributes]
         return out

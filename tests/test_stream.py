@@ -1,0 +1,175 @@
+"""The streaming loader in one process: values, batch counts, determinism, exact resume, coverage
+of the evaluation split for any rank x worker layout, remote locations, and bad data."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from dgen.data.sources import get_source
+from dgen.data.stream import eval_loader, train_loader
+from dgen.errors import DataError
+
+TRAIN, TEST = 1437, 360
+
+
+def _keys(loader) -> list[str]:
+    return [k for b in loader for k in b["key"]]
+
+
+def test_eval_stream_returns_the_source_exactly(digits_shards):
+    src = get_source("digits")()
+    batches = list(eval_loader(digits_shards, "test", batch_size=100))
+    assert [len(b["key"]) for b in batches] == [100, 100, 100, 60]
+    images = torch.cat([b["image"] for b in batches])
+    assert images.shape == (TEST, 1, 32, 32) and images.dtype == torch.float32
+    assert images.min() == -1.0 and images.max() == 1.0
+    from dgen.data.images import fit_image
+
+    for i in (0, 123, TEST - 1):
+        sample = src.read("test", i)
+        want = np.asarray(fit_image(sample.image, 32, 1)).astype(np.float32) / 127.5 - 1
+        np.testing.assert_allclose(images[i, 0].numpy(), want, atol=1e-6)
+        assert int(torch.cat([b["label"] for b in batches])[i]) == sample.label
+
+
+def test_channels_and_size_on_request(digits_shards):
+    b = next(iter(eval_loader(digits_shards, "test", batch_size=8, channels=3, image_size=16)))
+    assert b["image"].shape == (8, 3, 16, 16)
+    assert torch.equal(b["image"][:, 0], b["image"][:, 2])  # gray -> RGB repeats the channel
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_train_stream_epoch_determinism_and_resume(digits_shards, workers):
+    loader = train_loader(digits_shards, batch_size=64, seed=7, num_workers=workers)
+    assert len(loader) == -(-TRAIN // 64)  # one pass over the split per epoch
+    epoch0 = list(loader)
+    assert len(epoch0) == len(loader) and all(b["image"].shape == (64, 1, 32, 32) for b in epoch0)
+    again = list(loader)
+    assert [b["key"] for b in again] == [b["key"] for b in epoch0]
+    loader.set_epoch(1)
+    assert [b["key"] for b in loader] != [b["key"] for b in epoch0]
+    loader.set_epoch(0, start_batch=9)  # resume mid-epoch: exactly the remaining batches, same contents
+    resumed = list(loader)
+    assert [b["key"] for b in resumed] == [b["key"] for b in epoch0[9:]]
+    assert torch.equal(resumed[0]["image"], epoch0[9]["image"])
+    other_seed = train_loader(digits_shards, batch_size=64, seed=8, num_workers=workers)
+    assert [b["key"] for b in other_seed] != [b["key"] for b in epoch0]
+
+
+def test_train_stream_is_shuffled_and_covers_the_split(digits_shards):
+    keys = _keys(train_loader(digits_shards, batch_size=50, epoch_batches=200, shuffle_buffer=500, num_workers=0))
+    assert len(set(keys)) > 0.95 * TRAIN  # resampling with replacement still reaches nearly every sample
+    first = keys[:300]
+    assert sorted(first) != first  # not in shard order
+
+
+def test_train_ranks_get_equal_batches_and_different_samples(digits_shards):
+    per_rank = [list(train_loader(digits_shards, batch_size=32, rank=r, world_size=3, num_workers=0)) for r in range(3)]
+    assert len({len(batches) for batches in per_rank}) == 1 and len(per_rank[0]) == -(-TRAIN // (32 * 3))
+    firsts = [b[0]["key"] for b in per_rank]
+    assert firsts[0] != firsts[1] != firsts[2]
+
+
+@pytest.mark.parametrize("world, workers, batch", [(1, 0, 64), (2, 2, 64), (3, 1, 7), (4, 2, 10)])
+def test_eval_covers_every_sample_once(digits_shards, world, workers, batch):
+    """2 test shards: (1, 0) reads shards whole, (4, 2) has 8 slots for 2 shards and splits by sample."""
+    keys, lengths = [], []
+    for rank in range(world):
+        loader = eval_loader(digits_shards, "test", batch_size=batch, rank=rank, world_size=world, num_workers=workers)
+        batches = list(loader)
+        assert len(batches) == len(loader)  # the length a loop can plan for is the real one
+        lengths.append(len(batches))
+        keys += [k for b in batches for k in b["key"]]
+    assert len(keys) == TEST and len(set(keys)) == TEST
+
+
+def test_pipe_location_streams_like_a_folder(digits_shards):
+    remote = f"pipe:cat {digits_shards}/{{name}}"
+    assert _keys(eval_loader(remote, "test", batch_size=64)) == _keys(eval_loader(digits_shards, "test", batch_size=64))
+    assert len(list(train_loader(remote, batch_size=64, num_workers=1))) == -(-TRAIN // 64)
+
+
+def test_bad_locations(tmp_path):
+    with pytest.raises(DataError, match="does not exist .*dgen shard"):
+        train_loader(tmp_path / "nope", batch_size=8)
+    with pytest.raises(DataError, match="cannot read the manifest"):
+        eval_loader(f"pipe:cat {tmp_path}/nope/{{name}}", batch_size=8)
+    with pytest.raises(DataError, match="placeholder"):
+        eval_loader("pipe:cat something", batch_size=8)
+
+
+def test_unknown_split_and_bad_arguments(digits_shards):
+    with pytest.raises(DataError, match="no split 'valid'.*train, test"):
+        eval_loader(digits_shards, "valid", batch_size=8)
+    with pytest.raises(DataError, match="batch size"):
+        train_loader(digits_shards, batch_size=0)
+    with pytest.raises(DataError, match="channels"):
+        train_loader(digits_shards, batch_size=8, channels=2)
+
+
+# -- damaged data ---------------------------------------------------------------------------------------
+def _corrupt_one_image(folder, shard, index) -> str:
+    """Replace sample `index`'s PNG with garbage, keeping the tar and manifest consistent."""
+    path = folder / shard
+    samples = list(wds.tariterators.tarfile_samples([{"url": str(path)}]))
+    buf = io.BytesIO()
+    with wds.TarWriter(buf, encoder=False, mtime=0) as tar:
+        for k, s in enumerate(samples):
+            tar.write({"__key__": s["__key__"], "png": b"garbage" if k == index else s["png"], "cls": s["cls"]})
+    path.write_bytes(buf.getvalue())
+    m = json.loads((folder / "manifest.json").read_text())
+    for split in m["splits"].values():
+        for sh in split["shards"]:
+            if sh["name"] == shard:
+                sh["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return samples[index]["__key__"]
+
+
+def test_undecodable_sample(digits_copy, caplog):
+    key = _corrupt_one_image(digits_copy, "test-000001.tar", 5)
+    with pytest.raises(DataError, match=f"sample {key} in .*test-000001.tar cannot be decoded"):
+        list(eval_loader(digits_copy, "test", batch_size=64))
+    # training skips it, says so, and still delivers full batches of the planned number
+    key = _corrupt_one_image(digits_copy, "train-000004.tar", 0)
+    with caplog.at_level(logging.WARNING):
+        batches = list(train_loader(digits_copy, batch_size=64, epoch_batches=60, num_workers=0))
+    assert len(batches) == 60 and all(len(b["key"]) == 64 for b in batches)
+    assert key not in {k for b in batches for k in b["key"]}
+    assert f"skipping undecodable sample {key}" in caplog.text
+
+
+def test_truncated_shard(digits_copy, caplog):
+    path = digits_copy / "test-000000.tar"
+    path.write_bytes(path.read_bytes()[:200_000])
+    with pytest.raises(DataError, match="test-000000.tar"):
+        list(eval_loader(digits_copy, "test", batch_size=64))
+    path = digits_copy / "train-000001.tar"
+    path.write_bytes(path.read_bytes()[:200_000])
+    with caplog.at_level(logging.WARNING):
+        assert len(list(train_loader(digits_copy, batch_size=64, epoch_batches=40, num_workers=0))) == 40
+    assert "unreadable shard" in caplog.text and "train-000001.tar" in caplog.text
+
+
+def test_shard_with_fewer_samples_than_the_manifest(digits_copy):
+    m = json.loads((digits_copy / "manifest.json").read_text())
+    m["splits"]["test"]["shards"][0]["samples"] += 2
+    m["splits"]["test"]["samples"] += 2
+    (digits_copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DataError, match="holds 300 samples, the manifest says 302"):
+        list(eval_loader(digits_copy, "test", batch_size=64))
+
+
+def test_all_shards_broken_fails_instead_of_spinning(digits_copy):
+    for p in digits_copy.glob("train-*.tar"):
+        p.write_bytes(b"\0" * 10)
+    with pytest.raises(DataError, match="no readable samples"):
+        next(iter(train_loader(digits_copy, batch_size=8, num_workers=0)))
