@@ -173,3 +173,20 @@ def test_all_shards_broken_fails_instead_of_spinning(digits_copy):
         p.write_bytes(b"\0" * 10)
     with pytest.raises(DataError, match="no readable samples"):
         next(iter(train_loader(digits_copy, batch_size=8, num_workers=0)))
+
+
+def test_more_slots_than_shards(tmp_path):
+    """One training shard, 3 ranks x 2 workers: resampling still gives every rank its full epoch."""
+    from dgen.data.shard import write_shards
+
+    write_shards(get_source("digits")(), tmp_path, size=32, per_shard=2000, progress=False)
+    lengths = []
+    for rank in range(3):
+        loader = train_loader(tmp_path, batch_size=32, rank=rank, world_size=3, num_workers=2)
+        batches = list(loader)
+        lengths.append(len(batches))
+        assert all(len(b["key"]) == 32 for b in batches)
+    assert lengths == [-(-TRAIN // 96)] * 3
+    keys = [k for r in range(3) for b in eval_loader(tmp_path, "test", batch_size=50, rank=r, world_size=3,
+                                                       num_workers=2) for k in b["key"]]
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == TEST
