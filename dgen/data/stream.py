@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import random
+import signal
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -232,9 +233,18 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[dict]:
         # A fresh DataLoader per pass: non-persistent workers receive the current epoch and position.
+        # Its own generator: creating the iterator must not draw from the global torch RNG, or a
+        # resumed run (which creates it at another step) would see different training noise.
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            prefetch_factor=4 if self.num_workers else None)
+                            prefetch_factor=4 if self.num_workers else None, worker_init_fn=_ignore_stop_signals,
+                            generator=torch.Generator().manual_seed(0))
         return iter(loader)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Workers leave SIGTERM/SIGUSR1 to the main process, which checkpoints and then shuts them down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -1,0 +1,220 @@
+"""Typed run configuration: dataclass defaults < per-(model, dataset) presets < a replayed
+config.json < command-line flags. Unknown or mistyped keys are errors, everywhere.
+
+    accelerate launch dgen/train.py --model vae                       # preset for (vae, digits)
+    accelerate launch dgen/train.py --model vae --data celeba --kl-weight 1e-5 --latent-dim 512
+    accelerate launch dgen/train.py --config runs/vae-digits-.../config.json   # replay a run
+
+Every run writes its resolved config to RUN_DIR/config.json; `--config` reads one back.
+Method hyper-parameters (e.g. --latent-dim, --kl-weight) are the fields of the method's own
+dataclass, so a flag that the chosen model does not have is rejected rather than ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from dgen.errors import DgenError
+
+
+class ConfigError(DgenError):
+    """A bad configuration key or value."""
+
+
+@dataclass
+class Config:
+    model: str = "vae"  # a name in dgen.methods.METHODS
+    data: str = "digits"  # dataset name (-> SHARDS_ROOT/NAME, embedded ones sharded on first use), folder or URL
+    shards_root: str = "shards"
+    out: str | None = None  # run dir; default runs/MODEL-DATASET-YYYYmmdd-HHMMSS
+    resume: str | None = None  # "latest": continue the run in --out (or the newest matching run); "auto": if any
+    seed: int = 0
+    max_steps: int = 2000  # optimizer steps
+    batch_size: int = 64  # per process, per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    lr_schedule: str = "constant"  # constant | cosine
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    image_size: int | None = None  # None: the shards' size
+    channels: int | None = None  # None: the shards' channels
+    num_workers: int = 2  # loader worker processes per rank
+    shuffle_buffer: int = 1000
+    log_every: int = 50  # steps between metric lines (metrics.jsonl, W&B, progress bar)
+    sample_every: int = 500  # steps between sample grids from fixed noise
+    eval_every: int = 1000  # steps between evaluations on the test split
+    ckpt_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 2  # newest checkpoints kept (the best one, where tracked, is kept too)
+    tracker: str = "wandb"  # wandb (offline by itself when no API key is set) | none
+    wandb_project: str = "dgen"
+    progress: bool = True  # progress bar on rank 0
+    method: typing.Any = None  # the method's own dataclass (filled in by resolve)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return d
+
+    def save(self, path: Path) -> None:
+        from dgen.data.manifest import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+CHOICES = {
+    "mixed_precision": ("no", "fp16", "bf16"),
+    "tracker": ("wandb", "none"),
+    "lr_schedule": ("constant", "cosine"),
+    "resume": (None, "latest", "auto"),
+}
+POSITIVE = ("max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "eval_every", "ckpt_every",
+            "keep_checkpoints", "shuffle_buffer")
+
+
+def validate(cfg: Config) -> None:
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {getattr(cfg, key)!r}")
+    for key in POSITIVE:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.lr <= 0:
+        raise ConfigError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {cfg.num_workers}")
+    if cfg.channels not in (None, 1, 3):
+        raise ConfigError(f"channels must be 1 or 3, got {cfg.channels}")
+
+
+# -- building a config from dicts ---------------------------------------------------------------
+def _coerce(cls, key: str, value, where: str):
+    """Check `value` against the annotated type of `cls.key` (JSON numbers may be ints for floats)."""
+    hints = typing.get_type_hints(cls)
+    t = hints[key]
+    if t is typing.Any:
+        return value
+    options = typing.get_args(t) if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union else (t,)
+    if value is None and type(None) in options:
+        return None
+    for opt in options:
+        if opt is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if opt is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if opt in (str, bool) and isinstance(value, opt):
+            return value
+    raise ConfigError(f"{where}{key} must be {t}, got {value!r}")
+
+
+def update(obj, values: dict, where: str = "") -> None:
+    """Set dataclass fields from a dict; unknown keys are errors that list the known ones."""
+    names = {f.name for f in fields(obj)}
+    for key, value in values.items():
+        if key not in names:
+            close = [n for n in names if n.startswith(key[:3])]
+            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+            raise ConfigError(f"unknown config key {where}{key!r}{hint}; known: {', '.join(sorted(names))}")
+        if key == "method":
+            continue
+        setattr(obj, key, _coerce(type(obj), key, value, where))
+
+
+def method_config(model: str):
+    from dgen.methods import get_method
+
+    return get_method(model).Config()
+
+
+def resolve(overrides: dict, replay: dict | None = None, dataset: str | None = None) -> Config:
+    """Defaults < preset(model, dataset) < replayed config < overrides (flag values the user gave)."""
+    from dgen.presets import preset
+
+    base = dict(replay or {})
+    model = overrides.get("model", base.get("model", Config.model))
+    cfg = Config(model=model)
+    cfg.method = method_config(model)
+    data = overrides.get("data", base.get("data", Config.data))
+    if replay is None:
+        top, meth = preset(model, dataset or Path(str(data)).name)
+        update(cfg, top)
+        update(cfg.method, meth, "method.")
+    for source in (base, overrides):
+        top = {k: v for k, v in source.items() if k != "method"}
+        update(cfg, top)
+        if source.get("method"):
+            update(cfg.method, source["method"], "method.")
+    validate(cfg)
+    return cfg
+
+
+# -- the command line -------------------------------------------------------------------------------
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _arg_type(t):
+    options = typing.get_args(t) if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union else (t,)
+    options = [o for o in options if o is not type(None)]
+    return options[0] if options else str
+
+
+def _add_fields(parser, cls, dest_prefix: str, skip=()) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        t = _arg_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if t is bool:
+            parser.add_argument(_flag(f.name), dest=dest_prefix + f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=f"(default: {default})")
+        else:
+            parser.add_argument(_flag(f.name), dest=dest_prefix + f.name, type=t, default=argparse.SUPPRESS,
+                                metavar=f.name.upper(), help=f"(default: {default})")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[dict, dict | None]:
+    """(overrides the user typed, replayed config or None). Two passes: --model picks the method flags."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--model", default=Config.model)
+    first.add_argument("--config")
+    known, _ = first.parse_known_args(argv)
+    replay = None
+    if known.config:
+        path = Path(known.config)
+        if not path.is_file():
+            raise ConfigError(f"--config {path}: no such file")
+        try:
+            replay = json.loads(path.read_text())
+        except ValueError as e:
+            raise ConfigError(f"--config {path} is not valid JSON: {e}") from None
+    model = known.model if "--model" in (argv or []) or replay is None else replay.get("model", Config.model)
+    mcfg = method_config(model)
+
+    parser = argparse.ArgumentParser(
+        prog="dgen train", description="Train a dgen model. Flags override the preset for (model, dataset).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", help="replay a resolved config.json (flags still override it)")
+    _add_fields(parser, Config, "", skip=("method", "resume"))
+    parser.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS, choices=("latest", "auto"),
+                        help="continue from the latest checkpoint of --out (or the newest matching run); "
+                             "'auto': only if one exists")
+    group = parser.add_argument_group(f"{model} hyper-parameters")
+    _add_fields(group, type(mcfg), "method.")
+    ns = vars(parser.parse_args(argv))
+    ns.pop("config", None)
+    overrides: dict = {"method": {}}
+    for key, value in ns.items():
+        if key.startswith("method."):
+            overrides["method"][key[len("method."):]] = value
+        else:
+            overrides[key] = value
+    return overrides, replay

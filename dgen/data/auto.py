@@ -1,0 +1,38 @@
+"""Where a run's data comes from: `--data NAME` means SHARDS_ROOT/NAME; the embedded datasets
+(digits, digits-m) are sharded there on first use, so `accelerate launch dgen/train.py --model vae`
+works on a fresh machine. Other names must have been sharded with `dgen shard NAME`; a folder path
+or URL is used as given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dgen.data.manifest import MANIFEST, is_remote
+from dgen.errors import DataError
+
+EMBEDDED = {"digits": dict(size=32, channels=1), "digits-m": dict(size=32, channels=3)}
+
+
+def data_location(data: str, shards_root: str) -> str:
+    if is_remote(data) or "/" in data or Path(data).is_dir():
+        return data
+    return str(Path(shards_root) / data)
+
+
+def ensure_shards(data: str, shards_root: str) -> str:
+    """Return the location to stream from, sharding an embedded dataset first if needed (call on one rank)."""
+    location = data_location(data, shards_root)
+    if is_remote(location) or (Path(location) / MANIFEST).is_file():
+        return location
+    name = Path(location).name
+    if name in EMBEDDED and location == str(Path(shards_root) / name):
+        from dgen.data.shard import write_shards
+        from dgen.data.sources import get_source
+
+        opts = EMBEDDED[name]
+        source = get_source(name)(size=opts["size"]) if name == "digits-m" else get_source(name)()
+        write_shards(source, location, per_shard=500, progress=False, **opts)
+        return location
+    hint = f"shard it first: dgen shard {name} --out {location}" if "/" not in data else "check the path"
+    raise DataError(f"no shards at {location} ({hint})")

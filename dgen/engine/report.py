@@ -1,0 +1,58 @@
+"""The end-of-run report: pictures in RUN_DIR/images (also logged to W&B) and RUN_DIR/report.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from dgen.data.stream import eval_loader
+from dgen.eval.curves import save_curves
+from dgen.eval.images import save_grid
+from dgen.methods.base import ReportContext
+
+MAX_REPORT_IMAGES = 2048  # test images used for reconstructions, traversals and t-SNE
+
+
+def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str | None, fixed, tracker) -> None:
+    if acc.is_main_process:
+        images = run_dir / "images"
+        pictures = {"samples": save_grid(method.sample(fixed), images / "samples.png")}
+        train_rows = [r for r in tracker.records if "loss" in r]
+        keys = ["loss", *method.loss_terms]
+        if train_rows:
+            pictures["curves"] = save_curves(train_rows, images / "curves.png", keys, title="training (per step)")
+        test_rows = [r for r in tracker.records if "test/loss" in r]
+        if len(test_rows) > 1:
+            pictures["test_curves"] = save_curves(test_rows, images / "test_curves.png",
+                                                  [k for k in test_rows[-1] if k.startswith("test/")], title="test split")
+        if eval_split:
+            batches, n = [], 0
+            for b in eval_loader(location, eval_split, batch_size=256, image_size=cfg.image_size, channels=cfg.channels,
+                                 rank=0, world_size=1):
+                batches.append({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in b.items()})
+                n += len(b["image"])
+                if n >= MAX_REPORT_IMAGES:
+                    break
+            ctx = ReportContext(images, batches, torch.Generator().manual_seed(cfg.seed), acc.device)
+            pictures.update(method.report(ctx))
+        tracker.images(pictures, tracker.records[-1]["step"] if tracker.records else 0)
+        _markdown(cfg, run_dir, tracker.records, pictures)
+    acc.wait_for_everyone()
+
+
+def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]) -> None:
+    last_train = next((r for r in reversed(records) if "loss" in r), {})
+    last_test = next((r for r in reversed(records) if "test/loss" in r), {})
+    lines = [f"# {cfg.model} on {cfg.data}", "",
+             f"{last_train.get('step', 0)} steps, {last_train.get('images', 0)} images; "
+             f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, batch {cfg.batch_size} per process.", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.6g} |" for k, v in last_train.items() if k not in ("step", "images")]
+    lines += [f"| {k} | {v:.6g} |" for k, v in last_test.items() if k != "step"]
+    lines += ["", "## Pictures", ""]
+    lines += [f"- {name}: `{Path(p).relative_to(run_dir)}`" for name, p in pictures.items()]
+    lines += ["", "## Config", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", "",
+              f"Samples from the latest checkpoint: `dgen sample --run {run_dir}`", ""]
+    (run_dir / "report.md").write_text("\n".join(lines))

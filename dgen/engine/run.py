@@ -1,0 +1,102 @@
+"""The run directory: naming, resuming, config replay and compatibility, and loading a trained run.
+
+    runs/vae-digits-20261121-101500/
+      config.json        the resolved config (replay with --config)
+      metrics.jsonl      one JSON object per logged step
+      checkpoints/       step-XXXXXXXX/ (see dgen.engine.checkpoint)
+      images/            sample grids, curves, reconstructions, t-SNE, ...
+      report.md          what was trained, final numbers, where the pictures are
+      wandb/             W&B run files (offline runs: wandb sync ...)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from dgen.config import Config, ConfigError, resolve
+from dgen.engine.checkpoint import latest_checkpoint, list_checkpoints
+
+# Keys that define what is trained: a checkpoint cannot be resumed under different values.
+STRUCTURAL = ("model", "method", "image_size", "channels")
+# Keys that change the numbers of a resumed run (allowed, with a warning).
+TRAJECTORY = ("seed", "batch_size", "grad_accum", "lr", "beta1", "beta2", "weight_decay", "lr_schedule", "max_steps",
+              "num_workers", "shuffle_buffer", "mixed_precision")
+
+
+def dataset_name(data: str) -> str:
+    return Path(str(data).rstrip("/")).name
+
+
+def newest_run(model: str, data: str, runs: Path = Path("runs")) -> Path | None:
+    """The most recent run of (model, dataset) that has a checkpoint."""
+    candidates = [p for p in runs.glob(f"{model}-{dataset_name(data)}-*") if list_checkpoints(p)]
+    return max(candidates, key=lambda p: p.name) if candidates else None
+
+
+def config_for_run(overrides: dict, replay: dict | None) -> Config:
+    """Resolve the config; with --resume, the run's own config.json is the base the flags override."""
+    resume = overrides.get("resume")
+    if resume and replay is None:
+        model = overrides.get("model", Config.model)
+        out = overrides.get("out") or newest_run(model, overrides.get("data", Config.data))
+        if out is None and resume == "latest":
+            raise ConfigError(f"--resume: no run of {model} on {overrides.get('data', Config.data)} with a checkpoint "
+                              "under runs/; pass --out RUN_DIR")
+        if out is not None:
+            overrides = {**overrides, "out": str(out)}
+            saved = Path(out) / "config.json"
+            if saved.is_file():
+                replay = json.loads(saved.read_text())
+    if replay is not None:
+        replay = {k: v for k, v in replay.items() if k != "resume"}
+    return resolve(overrides, replay)
+
+
+def new_run_name(cfg: Config) -> str:
+    return f"runs/{cfg.model}-{dataset_name(cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_resumable(cfg: Config, run_dir: Path) -> list[str]:
+    """Raise on structural differences from the saved config; return warnings for trajectory changes."""
+    saved_path = run_dir / "config.json"
+    if not saved_path.is_file():
+        return []
+    saved, now = json.loads(saved_path.read_text()), cfg.to_dict()
+    bad = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in STRUCTURAL if saved.get(k) != now.get(k)]
+    if bad:
+        raise ConfigError(f"cannot resume {run_dir}: its checkpoints were trained with another config ({'; '.join(bad)}); "
+                          "start a new run with another --out")
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in TRAJECTORY if saved.get(k) != now.get(k)]
+
+
+def load_trained(run_dir: str | Path, device: str = "cpu"):
+    """(config, method with the weights of the latest checkpoint) for sampling and evaluation."""
+    from safetensors.torch import load_file
+
+    from dgen.methods import get_method
+    from dgen.methods.base import DataSpec
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a dgen run (no config.json)")
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"{run_dir} has no checkpoint yet")
+    cfg = resolve({}, json.loads((run_dir / "config.json").read_text()))
+    spec = DataSpec(dataset_name(cfg.data), cfg.image_size, cfg.channels, None, None)
+    method = get_method(cfg.model)(cfg, spec)
+    for i, (name, model) in enumerate(method.models.items()):  # Accelerate saves models in prepare() order
+        file = ckpt / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
+        model.load_state_dict(load_file(file, device=device))
+        model.to(device).eval()
+    return cfg, method, ckpt
+
+
+def sample_images(run_dir, n: int = 64, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    cfg, method, _ = load_trained(run_dir, device)
+    z = method.noise(n, torch.Generator().manual_seed(seed)).to(device)
+    return method.sample(z)

@@ -1,0 +1,85 @@
+"""Metrics and images out of the run: RUN_DIR/metrics.jsonl always, W&B when asked.
+
+metrics.jsonl: one JSON object per logged step, written by rank 0 only, with `step`, `images`,
+`loss` and every loss term by name (values already averaged over the log interval and all
+ranks), plus `lr`, `images_per_s` and `elapsed_s`; evaluation rows carry `test/...` keys. After a
+resume, rows past the checkpoint's step are dropped so every step appears once.
+
+W&B goes through Accelerate's tracker. Without an API key (WANDB_API_KEY, or `wandb login`'s
+netrc entry) it runs offline by itself and writes RUN_DIR/wandb/offline-run-*; upload later with
+`wandb sync RUN_DIR/wandb/offline-run-*`, or browse locally with `wandb leet RUN_DIR/wandb`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import netrc
+import os
+from pathlib import Path
+
+from dgen.data.manifest import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def wandb_has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+class Tracker:
+    def __init__(self, accelerator, cfg, run_dir: Path, resume_step: int | None):
+        self.acc, self.main = accelerator, accelerator.is_main_process
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.wandb = cfg.tracker == "wandb"
+        self.records: list[dict] = []
+        if self.main:
+            if resume_step is not None and self.path.exists():
+                kept = [r for r in _read(self.path) if r.get("step", 0) <= resume_step]
+                atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            elif self.path.exists():
+                self.path.unlink()
+            self.records = _read(self.path) if self.path.exists() else []
+        if self.wandb:
+            if "WANDB_MODE" not in os.environ and not wandb_has_key():
+                os.environ["WANDB_MODE"] = "offline"
+                if self.main:
+                    log.info("W&B: no API key, logging offline to %s/wandb (upload later with `wandb sync`)", run_dir)
+            accelerator.init_trackers(cfg.wandb_project, config=cfg.to_dict(), init_kwargs={"wandb": {
+                "dir": str(run_dir), "name": Path(run_dir).name, "settings": _wandb_settings()}})
+
+    def log(self, values: dict, step: int) -> None:
+        """Main process only; `values` are plain floats already reduced over ranks."""
+        if not self.main:
+            return
+        record = {"step": step, **values}
+        self.records.append(record)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb:
+            self.acc.log({k: v for k, v in values.items()}, step=step)
+
+    def images(self, paths: dict[str, Path], step: int) -> None:
+        if self.main and self.wandb and paths:
+            import wandb
+
+            self.acc.get_tracker("wandb").tracker.log({k: wandb.Image(str(p)) for k, p in paths.items()}, step=step)
+
+    def close(self) -> None:
+        if self.wandb:
+            self.acc.end_training()
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wandb_settings():
+    import wandb
+
+    return wandb.Settings(console="off", silent=True)  # keep the progress bar readable

@@ -1,0 +1,255 @@
+"""The training loop: one loop for every method, on one CPU or many GPUs and nodes.
+
+    accelerate launch dgen/train.py --model vae                     # what `train(cfg)` runs
+    accelerate launch --config_file launch/cpu-2proc.yaml dgen/train.py --model vae
+
+Accelerate owns devices, DDP and mixed precision. Each step draws `grad_accum` micro-batches and
+runs the method's phases in order (zero grads, forward under autocast, backward, clip, step). Progress
+is counted in optimizer steps and images; ticks log metrics (averaged over the interval and all
+ranks), draw fixed-noise samples, evaluate on the test split and checkpoint. SIGUSR1/SIGTERM stop
+the run cleanly at the next step boundary with a checkpoint; `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, set_seed
+from tqdm import tqdm
+
+from dgen.config import Config, ConfigError
+from dgen.data.auto import ensure_shards
+from dgen.data.manifest import load_manifest
+from dgen.data.stream import eval_loader, train_loader
+from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
+from dgen.engine.report import write_report
+from dgen.engine.run import check_resumable, new_run_name
+from dgen.engine.signals import StopFlag
+from dgen.engine.tracking import Tracker
+from dgen.errors import DgenError
+from dgen.eval.images import save_grid
+from dgen.methods import get_method
+from dgen.methods.base import DataSpec
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(DgenError):
+    pass
+
+
+def train(cfg: Config) -> Path:
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                      log_with="wandb" if cfg.tracker == "wandb" else None, step_scheduler_with_optimizer=False)
+    run_dir, ckpt = _run_dir(cfg, acc)
+    with acc.main_process_first():  # rank 0 shards embedded data on first use; the others then find it
+        location = ensure_shards(cfg.data, cfg.shards_root)
+    manifest = load_manifest(location)
+    if manifest.image_size is None and cfg.image_size is None:
+        raise ConfigError(f"images in {location} vary in size: pass --image-size")
+    cfg.image_size = cfg.image_size or manifest.image_size[0]
+    cfg.channels = cfg.channels or manifest.channels
+    spec = DataSpec(manifest.dataset, cfg.image_size, cfg.channels, manifest.classes, manifest.attributes)
+    if ckpt is not None:
+        for change in check_resumable(cfg, run_dir):
+            log.warning("resuming with a changed setting (the run will not match an uninterrupted one): %s", change)
+    if acc.is_main_process:
+        (run_dir / "images").mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.json")
+
+    set_seed(cfg.seed)  # identical initial weights on every rank
+    method = get_method(cfg.model)(cfg, spec)
+    names, phases = list(method.models), list(method.phases)
+    optimizers = method.optimizers()
+    schedulers = [_schedule(optimizers[p], cfg) for p in phases]
+    prepared = acc.prepare(*method.models.values(), *(optimizers[p] for p in phases), *schedulers)
+    method.models = dict(zip(names, prepared[: len(names)]))
+    optimizers = dict(zip(phases, prepared[len(names): len(names) + len(phases)]))
+    schedulers = prepared[len(names) + len(phases):]
+    method._unwrap = acc.unwrap_model
+
+    checkpoints = Checkpointer(acc, run_dir, cfg.keep_checkpoints)
+    state = {"step": 0, "epoch": 0, "batch": 0, "images": 0}
+    if ckpt is not None:
+        state = checkpoints.load(ckpt)
+        log.info("resumed %s at step %d", ckpt, state["step"])
+    else:
+        set_seed(cfg.seed + acc.process_index)  # different sampling noise per rank from here on
+    tracker = Tracker(acc, cfg, run_dir, resume_step=state["step"] if ckpt is not None else None)
+
+    rank, world = acc.process_index, acc.num_processes
+    loader = train_loader(location, "train", batch_size=cfg.batch_size, seed=cfg.seed, num_workers=cfg.num_workers,
+                          image_size=cfg.image_size, channels=cfg.channels, shuffle_buffer=cfg.shuffle_buffer,
+                          rank=rank, world_size=world, pin_memory=acc.device.type == "cuda")
+    batches = _Batches(loader, state["epoch"], state["batch"], acc.device)
+    eval_split = next((s for s in ("test", "valid") if s in manifest.splits), None)
+    fixed = method.noise(64, torch.Generator().manual_seed(cfg.seed)).to(acc.device)
+    step_images = cfg.batch_size * cfg.grad_accum * world
+
+    stop = StopFlag().install()
+    sums: dict[str, torch.Tensor] = {}
+    steps_in_window, t_window = 0, time.perf_counter()
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], unit="step", dynamic_ncols=True,
+               disable=not (acc.is_main_process and cfg.progress))
+    try:
+        while state["step"] < cfg.max_steps:
+            micro = [batches.next() for _ in range(cfg.grad_accum)]
+            for phase in phases:
+                terms = _run_phase(acc, method, phase, optimizers[phase], micro, cfg.grad_clip)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0) + v
+            for s in schedulers:
+                s.step()
+            state.update(step=state["step"] + 1, images=state["images"] + step_images, **batches.position())
+            steps_in_window += 1
+            step = state["step"]
+            bar.update()
+            last = step == cfg.max_steps
+            stopping = _agree(acc, stop.signum is not None)
+            if step % cfg.log_every == 0 or last or stopping or step % cfg.ckpt_every == 0:
+                values = _reduce(acc, sums, steps_in_window, step)  # also the NaN guard before any checkpoint
+                dt = time.perf_counter() - t_window
+                values.update(lr=optimizers[phases[0]].param_groups[0]["lr"], images=state["images"],
+                              images_per_s=steps_in_window * step_images / dt)
+                tracker.log(values, step)
+                bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{values['images_per_s']:.0f}")
+                sums, steps_in_window, t_window = {}, 0, time.perf_counter()
+            if step % cfg.sample_every == 0 or last:
+                _samples(acc, method, fixed, run_dir, tracker, step)
+            if eval_split and (step % cfg.eval_every == 0 or last):
+                tracker.log(_evaluate(acc, method, location, eval_split, cfg), step)
+            if step % cfg.ckpt_every == 0 or last or stopping:
+                checkpoints.save(state)
+            if stopping:
+                if acc.is_main_process:
+                    log.warning("%s: checkpointed at step %d; continue with --resume --out %s", stop.name, step, run_dir)
+                break
+        else:
+            write_report(acc, method, cfg, run_dir, location, eval_split, fixed, tracker)
+    finally:
+        bar.close()
+        stop.restore()
+        tracker.close()
+    return run_dir
+
+
+def _run_phase(acc, method, phase, optimizer, micro, clip) -> dict[str, torch.Tensor]:
+    """One optimizer step of `phase` over the micro-batches; returns its detached loss terms (summed)."""
+    optimizer.zero_grad(set_to_none=True)
+    models = [method.models[n] for n in method.phase_models(phase)]
+    terms: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(micro):
+        sync = i == len(micro) - 1  # DDP reduces gradients once, on the last micro-batch
+        with contextlib.ExitStack() as stack:
+            if not sync:
+                for m in models:
+                    stack.enter_context(acc.no_sync(m))
+            with acc.autocast():
+                out = method.loss(phase, batch)
+            acc.backward(out["loss"] / len(micro))
+        for k, v in out.items():
+            terms[k] = terms.get(k, 0) + v.detach().float() / len(micro)
+    if clip > 0:
+        acc.clip_grad_norm_([p for m in models for p in m.parameters()], clip)
+    optimizer.step()
+    return terms
+
+
+def _reduce(acc, sums: dict, steps: int, step: int) -> dict[str, float]:
+    """Means over the window and all ranks, as plain floats (the only host sync in the loop)."""
+    keys = sorted(sums)
+    values = acc.reduce(torch.stack([sums[k] for k in keys]) / steps, "mean").tolist()
+    result = dict(zip(keys, values))
+    bad = [k for k, v in result.items() if not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(f"non-finite {', '.join(bad)} by step {step}: training diverged "
+                               "(lower --lr, set --grad-clip, or use --mixed-precision no); the last checkpoint "
+                               "was written before this happened and is intact")
+    return result
+
+
+def _agree(acc, flag: bool) -> bool:
+    """True on every rank if any rank was asked to stop."""
+    if acc.num_processes == 1:
+        return flag
+    return bool(acc.reduce(torch.tensor(float(flag), device=acc.device), "sum").item())
+
+
+@torch.no_grad()
+def _evaluate(acc, method, location, split, cfg) -> dict[str, float]:
+    """Metrics over the whole evaluation split: per-rank sums, added over ranks once at the end."""
+    loader = eval_loader(location, split, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                         channels=cfg.channels, rank=acc.process_index, world_size=acc.num_processes)
+    totals, count = {}, torch.zeros((), device=acc.device)
+    for batch in loader:
+        batch = _to(batch, acc.device)
+        with acc.autocast():
+            for k, v in method.eval_sums(batch).items():
+                totals[k] = totals.get(k, 0) + v.float()
+        count += len(batch["image"])
+    keys = sorted(totals)
+    if not keys:
+        return {}
+    summed = acc.reduce(torch.stack([totals[k] for k in keys] + [count]), "sum").tolist()
+    return {f"test/{k}": v / summed[-1] for k, v in zip(keys, summed[:-1])}
+
+
+def _samples(acc, method, fixed, run_dir: Path, tracker, step: int) -> None:
+    if acc.is_main_process:
+        path = save_grid(method.sample(fixed), run_dir / "images" / "samples" / f"step-{step:08d}.png")
+        tracker.images({"samples": path}, step)
+
+
+def _schedule(optimizer, cfg: Config):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.max_steps) / cfg.max_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+
+def _run_dir(cfg: Config, acc) -> tuple[Path, Path | None]:
+    """The run folder (the same on every rank) and the checkpoint to resume from, if any."""
+    name = [cfg.out or new_run_name(cfg)]
+    broadcast_object_list(name)  # a timestamped default name must not differ between ranks
+    run_dir = Path(name[0])
+    cfg.out = str(run_dir)
+    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+    if cfg.resume == "latest" and ckpt is None:
+        raise ConfigError(f"--resume: {run_dir} has no checkpoint to resume from")
+    if cfg.resume is None and latest_checkpoint(run_dir) is not None:
+        raise ConfigError(f"{run_dir} already holds a run with checkpoints: pass --resume to continue it, "
+                          "or another --out for a new run")
+    return run_dir, ckpt
+
+
+class _Batches:
+    """Batches on the device, across epochs; remembers the stream position for checkpoints."""
+
+    def __init__(self, loader, epoch: int, batch: int, device):
+        self.loader, self.epoch, self.batch, self.device = loader, epoch, batch, device
+        loader.set_epoch(epoch, start_batch=batch)
+        self.it = iter(loader)
+
+    def next(self) -> dict:
+        try:
+            b = next(self.it)
+        except StopIteration:
+            self.epoch, self.batch = self.epoch + 1, 0
+            self.loader.set_epoch(self.epoch)
+            self.it = iter(self.loader)
+            b = next(self.it)
+        self.batch += 1
+        return _to(b, self.device)
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -1,0 +1,22 @@
+"""Training methods, one file each; a new method is one file plus one line in METHODS."""
+
+from __future__ import annotations
+
+from dgen.errors import DgenError
+
+
+def _registry() -> dict:
+    from dgen.methods.vae import VAE, MlpVAEMethod
+
+    return {"vae": VAE, "mlp-vae": MlpVAEMethod}
+
+
+def get_method(name: str):
+    methods = _registry()
+    if name not in methods:
+        raise DgenError(f"unknown model {name!r}; known models: {', '.join(sorted(methods))}")
+    return methods[name]
+
+
+def method_names() -> list[str]:
+    return sorted(_registry())

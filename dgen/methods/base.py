@@ -1,0 +1,104 @@
+"""The one interface between the trainer and a training method.
+
+A method owns its networks, optimizers and losses and names its update phases (one for a VAE;
+"D", "G" for GANs). Each step the trainer runs every phase in order: it zeroes that phase's
+optimizer, calls `loss(phase, batch)` under autocast for each micro-batch, back-propagates, clips,
+and steps. The trainer also asks the method for fixed-noise samples, evaluation sums, and the
+pictures of its final report. Networks are called through `self.models[name]` (the trainer puts
+the DDP-wrapped versions there); `self.unwrap(name)` gives the bare module for sampling.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class DataSpec:
+    """What a method may know about its data (from the shard manifest and the config)."""
+
+    dataset: str
+    image_size: int
+    channels: int
+    classes: list[str] | None
+    attributes: list[str] | None
+
+
+@dataclass
+class ReportContext:
+    """Handed to `Method.report` on the main process once training ends."""
+
+    images_dir: Path
+    test_batches: list[dict]  # the test split (up to a few thousand images), on the device
+    generator: torch.Generator  # seeded: reports are reproducible
+    device: torch.device
+
+
+class Method:
+    Config: ClassVar[type]  # dataclass of the method's hyper-parameters
+    phases: ClassVar[tuple[str, ...]]
+    loss_terms: ClassVar[tuple[str, ...]] = ()  # logged terms besides "loss", drawn as learning curves
+
+    def __init__(self, cfg, data: DataSpec):
+        self.cfg, self.hp, self.data = cfg, cfg.method, data
+        self.models: dict[str, nn.Module] = self.build()
+        self._unwrap = lambda m: m
+
+    # -- to implement ------------------------------------------------------------------------------
+    def build(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Phase name -> its optimizer (over the parameters that phase updates)."""
+        raise NotImplementedError
+
+    def phase_models(self, phase: str) -> list[str]:
+        """Names of the models whose parameters `phase` updates (gradient sync and clipping)."""
+        raise NotImplementedError
+
+    def loss(self, phase: str, batch: dict) -> dict[str, torch.Tensor]:
+        """{"loss": scalar to back-propagate, TERM: detached scalar for each name in loss_terms}."""
+        raise NotImplementedError
+
+    def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] from latents `z` (eval mode)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def eval_sums(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Per-batch *sums* of evaluation metrics; the trainer adds them over the split and all ranks."""
+        return {}
+
+    def report(self, ctx: ReportContext) -> dict[str, Path]:
+        """Method-specific pictures for the final report (main process). Name -> PNG path."""
+        return {}
+
+    # -- provided ------------------------------------------------------------------------------------
+    def unwrap(self, name: str) -> nn.Module:
+        return self._unwrap(self.models[name])
+
+    def adam(self, params, lr: float | None = None) -> torch.optim.Adam:
+        c = self.cfg
+        return torch.optim.Adam(params, lr=lr or c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
+
+
+@contextmanager
+def evaluating(module: nn.Module):
+    """Eval mode (BatchNorm running stats, no dropout) and no_grad, restoring the mode afterwards."""
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        module.train(was)
