@@ -1,4 +1,5 @@
 # Two commands set everything up on a fresh machine:
+#   make train   create/reuse .venv, then the main job: accelerate launch dgen/train.py --model vae
 #   make test    create/reuse .venv, install dgen with its dev extras, run the test suite
 #   make bench   the loader benchmark of the README (shard stream vs torchvision files)
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test bench clean
+.PHONY: install train test bench clean
 
 install: $(STAMP)
 
@@ -16,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# ARGS="--max-steps 100" etc. are passed through to the trainer.
+train: $(STAMP)
+	$(BIN)/accelerate launch dgen/train.py --model vae $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -4,6 +4,8 @@
     dgen merge DIR                                     join the part manifests of `shard --part I/N`
     dgen verify DIR                                    check shards against their manifest
     dgen bench loader [--data DIR]                     shard stream vs torchvision files, images/s
+    dgen train --model vae [...]                       same as `accelerate launch dgen/train.py ...`
+    dgen sample --run RUN_DIR [--n 64]                 images from a trained run's latest checkpoint
 
 `dgen shard SOURCE --help` lists the options of one source.
 """
@@ -97,6 +99,16 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _run_sample(args) -> int:
+    from dgen.engine.run import sample_images
+    from dgen.eval.images import save_grid
+
+    images = sample_images(args.run_dir, n=args.n, seed=args.seed)
+    out = save_grid(images, args.out or f"{args.run_dir}/images/sampled-seed{args.seed}.png")
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -115,10 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     bp = bench.add_parser("loader", help="images/s: shard stream (0/1/2 workers) vs torchvision reading files")
     add_loader_bench(bp)
     bp.set_defaults(run=_run_bench)
+    p = sub.add_parser("train", help="train a model (flags: dgen train --model NAME --help)", add_help=False)
+    p.set_defaults(run=None)
+    p = sub.add_parser("sample", help="sample images from a trained run")
+    p.add_argument("--run", dest="run_dir", required=True, help="run folder (runs/...)")
+    p.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG path (default: RUN/images/sampled-seedS.png)")
+    p.set_defaults(run=_run_sample)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the training flags depend on --model: dgen.train parses them
+        from dgen.train import main as train_main
+
+        return train_main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:

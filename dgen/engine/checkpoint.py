@@ -57,11 +57,12 @@ class Checkpointer:
         self.acc, self.folder, self.keep = accelerator, Path(run_dir) / "checkpoints", keep
         self.protected: set[str] = set()  # e.g. the best-FID checkpoint
 
-    def save(self, state: dict) -> Path:
+    def save(self, state: dict, models: list) -> Path:
         acc, step = self.acc, state["step"]
         final = self.folder / checkpoint_name(step)
         if final.exists():  # already saved at this step (e.g. a signal right after a periodic save)
             return final
+        state = {**state, "replicas_checked": check_replicas(acc, models)}
         tmp = self.folder / f".tmp-{final.name}"
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -100,6 +101,22 @@ class Checkpointer:
         for old in found[: max(0, len(found) - self.keep)]:
             if old.name not in self.protected:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def check_replicas(acc, models: list) -> int:
+    """Every rank must hold the same parameters (DDP keeps them in lockstep); a mismatch means gradients
+    were not synchronised, and saving rank 0's copy would hide it. Returns the number of ranks compared."""
+    if acc.num_processes == 1:
+        return 1
+    # parameters only: BatchNorm running statistics legitimately differ until DDP re-broadcasts
+    # rank 0's buffers at the next forward
+    sums = torch.stack([p.detach().double().sum() for m in models for p in m.parameters()])
+    every = acc.gather(sums.unsqueeze(0))  # [ranks, tensors]
+    differ = (every != every[0]).any(dim=1).nonzero().flatten().tolist()
+    if differ:
+        raise CheckpointError(f"model weights differ between rank 0 and rank(s) {differ}: gradients were not "
+                              "synchronised (this is a bug in the training method; nothing was saved)")
+    return acc.num_processes
 
 
 def _fsync_tree(folder: Path) -> None:

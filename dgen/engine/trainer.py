@@ -125,7 +125,7 @@ def train(cfg: Config) -> Path:
             if eval_split and (step % cfg.eval_every == 0 or last):
                 tracker.log(_evaluate(acc, method, location, eval_split, cfg), step)
             if step % cfg.ckpt_every == 0 or last or stopping:
-                checkpoints.save(state)
+                checkpoints.save(state, list(method.models.values()))
             if stopping:
                 if acc.is_main_process:
                     log.warning("%s: checkpointed at step %d; continue with --resume --out %s", stop.name, step, run_dir)

@@ -1,0 +1,182 @@
+"""The training engine end to end, in real processes: a short run with its outputs and W&B files,
+exact resume, a signal mid-run, a 2-process gloo run, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).parents[1]
+TRAIN = ROOT / "dgen" / "train.py"
+FAST = ["--batch-size", "16", "--num-workers", "0", "--tracker", "none", "--log-every", "1", "--sample-every", "1000",
+        "--eval-every", "1000"]
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
+
+
+def train(tmp_path, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(TRAIN), "--shards-root", str(tmp_path / "shards"), *map(str, args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env(), cwd=tmp_path)
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run: Path) -> list[tuple]:
+    """Per-step training numbers, without wall-clock ones."""
+    return [(r["step"], r["loss"], r["recon"], r["kl"]) for r in rows(run) if "loss" in r]
+
+
+def weights(run: Path) -> dict:
+    ckpt = sorted((run / "checkpoints").glob("step-*"))[-1]
+    return load_file(ckpt / "model.safetensors")
+
+
+def test_short_run_outputs_wandb_and_sampling(tmp_path):
+    run = tmp_path / "run"
+    train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 40, "--batch-size", 32, "--log-every", 5,
+          "--sample-every", 20, "--eval-every", 20, "--num-workers", 1, "--tracker", "wandb")
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["model"], cfg["image_size"], cfg["channels"], cfg["method"]["latent_dim"]) == ("vae", 32, 1, 16)
+    train_rows = [r for r in rows(run) if "loss" in r]
+    assert [r["step"] for r in train_rows] == list(range(5, 41, 5))
+    assert all({"loss", "recon", "kl", "images", "lr", "images_per_s"} <= set(r) for r in train_rows)
+    assert train_rows[-1]["loss"] < 0.6 * train_rows[0]["loss"]  # the loss goes down
+    test_rows = [r for r in rows(run) if "test/loss" in r]
+    assert [r["step"] for r in test_rows] == [20, 40]
+    for name in ("samples.png", "curves.png", "reconstructions.png", "variations.png", "traversal.png", "tsne.png",
+                 "samples/step-00000020.png"):
+        assert (run / "images" / name).stat().st_size > 1000, name
+    assert "test/mse" in (run / "report.md").read_text()
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000040"]
+
+    # W&B ran offline by itself and its run file holds the logged metrics
+    files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    wandb = Path(sys.executable).parent / "wandb"
+    out = subprocess.run([str(wandb), "leet", "inspect", "--json", str(files[0])], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    history = [json.loads(line) for line in out.stdout.splitlines() if '"history"' in line]
+    logged = json.dumps(history)
+    assert len(history) >= len(train_rows) and '"loss"' in logged and '"test/mse"' in logged
+
+    # dgen sample reads the run back
+    done = subprocess.run([sys.executable, "-m", "dgen", "sample", "--run", str(run), "--n", "16"], env=env(),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (run / "images" / "sampled-seed0.png").is_file()
+
+
+def test_resume_is_exact(tmp_path):
+    common = ["--model", "vae", "--seed", 3, *FAST, "--num-workers", 2, "--ckpt-every", 10]
+    train(tmp_path, *common, "--out", tmp_path / "straight", "--max-steps", 20)
+    train(tmp_path, *common, "--out", tmp_path / "resumed", "--max-steps", 10)
+    assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["step-00000010"]
+    train(tmp_path, "--out", tmp_path / "resumed", "--resume", "--max-steps", 20)
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert [s for s, *_ in resumed] == list(range(1, 21))  # every step once, none twice
+    assert resumed == straight
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_signal_checkpoints_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(TRAIN), "--shards-root", str(tmp_path / "shards"), "--model", "vae", "--out", str(run),
+           "--max-steps", "100000", *FAST, "--num-workers", "2", "--ckpt-every", "100000"]
+    proc = subprocess.Popen(cmd, env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((run / "metrics.jsonl").exists() and len(rows(run)) >= 3):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGUSR1: checkpointed at step" in err
+    [ckpt] = (run / "checkpoints").iterdir()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert 3 <= state["step"] < 100000 and state["step"] == rows(run)[-1]["step"]
+    train(tmp_path, "--out", run, "--resume", "--max-steps", state["step"] + 2)  # loadable, and it continues
+    assert losses(run)[-1][0] == state["step"] + 2
+
+
+def test_two_processes_keep_identical_weights(tmp_path):
+    run = tmp_path / "run"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "launch" / "cpu-2proc.yaml"), "--main_process_port",
+           str(_free_port()), str(TRAIN), "--shards-root", str(tmp_path / "shards"), "--model", "vae", "--out",
+           str(run), "--max-steps", "6", "--ckpt-every", "3", "--keep-checkpoints", "5", *FAST, "--num-workers", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    for step in (3, 6):  # the trainer compares every rank's weights before it writes a checkpoint
+        state = json.loads((run / "checkpoints" / f"step-{step:08d}" / "trainer_state.json").read_text())
+        assert state["replicas_checked"] == 2
+    assert len(losses(run)) == 6
+    assert sorted(p.name for p in (run / "checkpoints" / "step-00000006").glob("random_states_*")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "gan9000"], "unknown model 'gan9000'"),
+    (["--data", "mnist"], "no shards at"),
+    (["--data", "/nonexistent/shards"], "no shards at /nonexistent/shards"),
+    (["--mixed-precision", "fp8"], "mixed_precision must be one of"),
+    (["--max-steps", "0"], "max_steps must be >= 1"),
+])
+def test_bad_input_is_one_clear_error(tmp_path, args, message):
+    done = train(tmp_path, *args, "--tracker", "none", check=False, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+
+
+def test_unknown_flags_are_rejected(tmp_path):
+    done = train(tmp_path, "--model", "vae", "--n-critic", "5", check=False, timeout=120)
+    assert done.returncode == 2 and "unrecognized arguments: --n-critic" in done.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": "vae", "lr_rate": 0.1}))
+    done = train(tmp_path, "--config", bad, check=False, timeout=120)
+    assert done.returncode == 2 and "unknown config key 'lr_rate'" in done.stderr
+
+
+def test_resume_refuses_an_incompatible_config_and_existing_runs(tmp_path):
+    run = tmp_path / "run"
+    train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 2, *FAST)
+    done = train(tmp_path, "--out", run, "--resume", "--latent-dim", 8, "--max-steps", 4, check=False)
+    assert done.returncode == 2 and "cannot resume" in done.stderr and "method" in done.stderr
+    done = train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 4, *FAST, check=False)
+    assert done.returncode == 2 and "already holds a run" in done.stderr
+
+
+def test_replayed_config_resolves_identically(tmp_path):
+    from dgen.config import resolve
+
+    run = tmp_path / "run"
+    train(tmp_path, "--model", "mlp-vae", "--out", run, "--max-steps", 2, "--lr", "0.002", *FAST)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["lr"] == 0.002 and saved["model"] == "mlp-vae"
+    assert resolve({}, saved).to_dict() == saved
