@@ -180,3 +180,27 @@ def test_replayed_config_resolves_identically(tmp_path):
     saved = json.loads((run / "config.json").read_text())
     assert saved["lr"] == 0.002 and saved["model"] == "mlp-vae"
     assert resolve({}, saved).to_dict() == saved
+
+
+def test_full_disk_keeps_the_last_good_checkpoint(tmp_path):
+    """A real small file system (tmpfs) that fills up at the second checkpoint."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        run = disk / "run"  # mlp-vae at 32 px: ~7 MB per checkpoint (weights + Adam moments)
+        done = train(tmp_path, "--model", "mlp-vae", "--out", run, "--max-steps", 40, "--ckpt-every", 10,
+                     "--keep-checkpoints", 10, *FAST, check=False)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "could not write the checkpoint for step" in done.stderr and "is intact" in done.stderr
+        good = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
+        assert good and not list((run / "checkpoints").glob(".tmp-*"))  # no half-written checkpoint left behind
+        # the last good checkpoint loads and training continues from it (on a disk with room)
+        moved = tmp_path / "moved"
+        subprocess.run(["cp", "-r", str(run), str(moved)], check=True)
+    finally:
+        subprocess.run(["umount", str(disk)])
+    step = int(good[-1].split("-")[1])
+    train(tmp_path, "--out", moved, "--resume", "--max-steps", step + 2)
+    assert losses(moved)[-1][0] == step + 2

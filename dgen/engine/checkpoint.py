@@ -75,16 +75,17 @@ class Checkpointer:
                 with open(tmp / STATE, "w") as f:
                     json.dump(state, f, indent=1)
                 _fsync_tree(tmp)
-        except OSError as e:  # ENOSPC, EDQUOT, EIO, ...: every rank must learn of it, or the others hang
-            error = e
+        except Exception as e:  # noqa: BLE001  ENOSPC/EIO arrive as OSError, or as RuntimeError from
+            error = e  # torch.save's zip writer; every rank must learn of it, or the others would hang
         failed = acc.reduce(torch.tensor(float(error is not None), device=acc.device), "sum").item()
         if failed:
             if acc.is_main_process:
                 shutil.rmtree(tmp, ignore_errors=True)
             previous = latest_checkpoint(self.folder.parent)
             kept = f"the last good checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            free = shutil.disk_usage(self.folder).free / 2**20
             raise CheckpointError(f"could not write the checkpoint for step {step} in {self.folder} "
-                                  f"({error or 'failed on another rank'}); {kept}")
+                                  f"({error or 'failed on another rank'}; {free:.0f} MiB free there); {kept}")
         if acc.is_main_process:
             os.replace(tmp, final)
             _fsync_dir(self.folder)
