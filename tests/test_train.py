@@ -204,3 +204,18 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path):
     step = int(good[-1].split("-")[1])
     train(tmp_path, "--out", moved, "--resume", "--max-steps", step + 2)
     assert losses(moved)[-1][0] == step + 2
+
+
+def test_accumulation_clipping_and_cosine_schedule(tmp_path):
+    run = tmp_path / "run"
+    train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 6, *FAST, "--grad-accum", 2, "--grad-clip", 1.0,
+          "--lr-schedule", "cosine")
+    train_rows = [r for r in rows(run) if "loss" in r]
+    assert [r["images"] for r in train_rows] == [32 * s for s in range(1, 7)]  # 2 micro-batches of 16 per step
+    lrs = [r["lr"] for r in train_rows]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * lrs[0]
+
+
+def test_model_that_cannot_take_the_data(tmp_path):
+    done = train(tmp_path, "--model", "vae", "--image-size", 8, *FAST, check=False, timeout=120)
+    assert done.returncode == 2 and "vae cannot be built for 8x8x1 images" in done.stderr, done.stderr[-2000:]

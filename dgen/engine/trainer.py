@@ -64,7 +64,11 @@ def train(cfg: Config) -> Path:
         cfg.save(run_dir / "config.json")
 
     set_seed(cfg.seed)  # identical initial weights on every rank
-    method = get_method(cfg.model)(cfg, spec)
+    try:
+        method = get_method(cfg.model)(cfg, spec)
+    except ValueError as e:  # the network cannot take this data (size, channels)
+        raise ConfigError(f"{cfg.model} cannot be built for {cfg.image_size}x{cfg.image_size}x{cfg.channels} "
+                          f"images from {location}: {e}") from None
     names, phases = list(method.models), list(method.phases)
     optimizers = method.optimizers()
     schedulers = [_schedule(optimizers[p], cfg) for p in phases]
