@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test bench clean
+.PHONY: install train test bench slurm-deps clean
 
 install: $(STAMP)
 
@@ -24,6 +24,12 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# Debian's Slurm and munge, for the tests that run a real Slurm cluster on this machine (root only;
+# without them those tests are skipped).
+slurm-deps:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then echo "slurm and munge: installed"; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; fi
 
 bench: $(STAMP)
 	$(BIN)/dgen bench loader

@@ -44,7 +44,7 @@ class Config:
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     lr_schedule: str = "constant"  # constant | cosine
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str | None = None  # no | fp16 | bf16; None: the launcher's setting (accelerate config)
     image_size: int | None = None  # None: the shards' size
     channels: int | None = None  # None: the shards' channels
     num_workers: int = 2  # loader worker processes per rank
@@ -57,6 +57,7 @@ class Config:
     tracker: str = "wandb"  # wandb (offline by itself when no API key is set) | none
     wandb_project: str = "dgen"
     progress: bool = True  # progress bar on rank 0
+    dist_timeout: int = 600  # seconds a collective may wait for another rank before the run fails
     method: typing.Any = None  # the method's own dataclass (filled in by resolve)
 
     def to_dict(self) -> dict:
@@ -70,12 +71,12 @@ class Config:
 
 
 CHOICES = {
-    "mixed_precision": ("no", "fp16", "bf16"),
+    "mixed_precision": (None, "no", "fp16", "bf16"),
     "tracker": ("wandb", "none"),
     "lr_schedule": ("constant", "cosine"),
     "resume": (None, "latest", "auto"),
 }
-POSITIVE = ("max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "eval_every", "ckpt_every",
+POSITIVE = ("dist_timeout", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "eval_every", "ckpt_every",
             "keep_checkpoints", "shuffle_buffer")
 
 
@@ -207,6 +208,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, dict | None]:
     parser.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS, choices=("latest", "auto"),
                         help="continue from the latest checkpoint of --out (or the newest matching run); "
                              "'auto': only if one exists")
+    parser.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
+                        help="check the flags and the data, print the plan, and exit")
     group = parser.add_argument_group(f"{model} hyper-parameters")
     _add_fields(group, type(mcfg), "method.")
     ns = vars(parser.parse_args(argv))

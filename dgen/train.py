@@ -27,7 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         overrides, replay = parse_args(argv)
+        dry_run = overrides.pop("dry_run", False)
         cfg = config_for_run(overrides, replay)
+        if dry_run:
+            from dgen.data.auto import check_data
+
+            location = check_data(cfg.data, cfg.shards_root)
+            print(f"dry run: {cfg.model} on {location}, {cfg.max_steps} steps of batch {cfg.batch_size} per process, "
+                  f"run folder {cfg.out or '(new, timestamped)'}, resume {cfg.resume or 'no'}")
+            return 0
         from dgen.engine.trainer import train
 
         run_dir = train(cfg)

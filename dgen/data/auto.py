@@ -20,19 +20,27 @@ def data_location(data: str, shards_root: str) -> str:
     return str(Path(shards_root) / data)
 
 
-def ensure_shards(data: str, shards_root: str) -> str:
-    """Return the location to stream from, sharding an embedded dataset first if needed (call on one rank)."""
+def check_data(data: str, shards_root: str) -> str:
+    """The location a run would stream from; DataError if there is nothing there and nothing to make."""
     location = data_location(data, shards_root)
     if is_remote(location) or (Path(location) / MANIFEST).is_file():
         return location
     name = Path(location).name
     if name in EMBEDDED and location == str(Path(shards_root) / name):
+        return location
+    hint = f"shard it first: dgen shard {name} --out {location}" if "/" not in data else "check the path"
+    raise DataError(f"no shards at {location} ({hint})")
+
+
+def ensure_shards(data: str, shards_root: str) -> str:
+    """Return the location to stream from, sharding an embedded dataset first if needed (call on one rank)."""
+    location = check_data(data, shards_root)
+    name = Path(location).name
+    if not is_remote(location) and not (Path(location) / MANIFEST).is_file():
         from dgen.data.shard import write_shards
         from dgen.data.sources import get_source
 
         opts = EMBEDDED[name]
         source = get_source(name)(size=opts["size"]) if name == "digits-m" else get_source(name)()
         write_shards(source, location, per_shard=500, progress=False, **opts)
-        return location
-    hint = f"shard it first: dgen shard {name} --out {location}" if "/" not in data else "check the path"
-    raise DataError(f"no shards at {location} ({hint})")
+    return location

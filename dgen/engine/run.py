@@ -91,7 +91,15 @@ def load_trained(run_dir: str | Path, device: str = "cpu"):
     method = get_method(cfg.model)(cfg, spec)
     for i, (name, model) in enumerate(method.models.items()):  # Accelerate saves models in prepare() order
         file = ckpt / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
-        model.load_state_dict(load_file(file, device=device))
+        if file.is_file():
+            state = load_file(file, device=device)
+        elif (ckpt / "pytorch_model").is_dir():  # a DeepSpeed run: consolidate its ZeRO partitions
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="pytorch_model")
+        else:
+            raise ConfigError(f"{ckpt} holds no weights for {name} ({file.name} or a DeepSpeed pytorch_model/)")
+        model.load_state_dict(state)
         model.to(device).eval()
     return cfg, method, ckpt
 

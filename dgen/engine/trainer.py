@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list, set_seed
 from tqdm import tqdm
 
 from dgen.config import Config, ConfigError
@@ -45,8 +47,15 @@ class TrainingDiverged(DgenError):
 
 
 def train(cfg: Config) -> Path:
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
-                      log_with="wandb" if cfg.tracker == "wandb" else None, step_scheduler_with_optimizer=False)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"  # set by the launcher
+    acc = Accelerator(cpu=not torch.cuda.is_available() and not deepspeed, mixed_precision=cfg.mixed_precision,
+                      log_with="wandb" if cfg.tracker == "wandb" else None, step_scheduler_with_optimizer=False,
+                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.dist_timeout))])
+    cfg.mixed_precision = acc.mixed_precision  # the effective setting (flag, else the launcher's)
+    if deepspeed and acc.distributed_type != DistributedType.DEEPSPEED:
+        raise ConfigError(f"the launch config asks for DeepSpeed but Accelerate set up {acc.distributed_type}")
+    log.info("%s on %s, %d process(es), precision %s", acc.distributed_type, acc.device, acc.num_processes,
+             acc.mixed_precision)
     run_dir, ckpt = _run_dir(cfg, acc)
     with acc.main_process_first():  # rank 0 shards embedded data on first use; the others then find it
         location = ensure_shards(cfg.data, cfg.shards_root)
@@ -69,6 +78,8 @@ def train(cfg: Config) -> Path:
     except ValueError as e:  # the network cannot take this data (size, channels)
         raise ConfigError(f"{cfg.model} cannot be built for {cfg.image_size}x{cfg.image_size}x{cfg.channels} "
                           f"images from {location}: {e}") from None
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        _configure_deepspeed(acc, cfg, method)
     names, phases = list(method.models), list(method.phases)
     optimizers = method.optimizers()
     schedulers = [_schedule(optimizers[p], cfg) for p in phases]
@@ -143,6 +154,23 @@ def train(cfg: Config) -> Path:
     return run_dir
 
 
+def _configure_deepspeed(acc, cfg: Config, method) -> None:
+    """DeepSpeed runs one engine per Accelerator: single-model methods only, sizes set explicitly
+    (dgen does not hand its loaders to Accelerate, so DeepSpeed's "auto" batch sizes are filled here)."""
+    if len(method.models) > 1:
+        raise ConfigError(f"{cfg.model} trains {len(method.models)} networks ({', '.join(method.models)}); under "
+                          "DeepSpeed Accelerate drives one engine per Accelerator, and one ZeRO engine cannot hold a "
+                          "GAN (the G step back-propagates through D, whose ZeRO-2 gradient partitions then break). "
+                          "Train it with DDP (any non-DeepSpeed launch config) instead")
+    if cfg.grad_accum != 1:
+        raise ConfigError("under DeepSpeed set gradient_accumulation_steps in the DeepSpeed JSON, not --grad-accum")
+    ds = acc.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else acc.num_processes
+    ds["train_batch_size"] = cfg.batch_size * world * ds.get("gradient_accumulation_steps", 1)
+    ds["gradient_clipping"] = cfg.grad_clip
+
+
 def _run_phase(acc, method, phase, optimizer, micro, clip) -> dict[str, torch.Tensor]:
     """One optimizer step of `phase` over the micro-batches; returns its detached loss terms (summed)."""
     optimizer.zero_grad(set_to_none=True)
@@ -159,7 +187,7 @@ def _run_phase(acc, method, phase, optimizer, micro, clip) -> dict[str, torch.Te
             acc.backward(out["loss"] / len(micro))
         for k, v in out.items():
             terms[k] = terms.get(k, 0) + v.detach().float() / len(micro)
-    if clip > 0:
+    if clip > 0 and acc.distributed_type != DistributedType.DEEPSPEED:  # DeepSpeed clips in its engine
         acc.clip_grad_norm_([p for m in models for p in m.parameters()], clip)
     optimizer.step()
     return terms

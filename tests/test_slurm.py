@@ -1,0 +1,163 @@
+"""slurm/train.sbatch and slurm/shard.sbatch on a real Slurm cluster (a controller and two node
+daemons on this machine, see tests/slurm_cluster.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.slurm_cluster import SlurmCluster, available
+
+ROOT = Path(__file__).parents[1]
+PYTHON = sys.executable  # the environment dgen is installed in
+ARGS = ["--model", "vae", "--batch-size", "16", "--num-workers", "1", "--tracker", "none", "--log-every", "1",
+        "--sample-every", "1000", "--eval-every", "1000", "--ckpt-every", "1000"]
+
+pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, digits_shards_root):
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def digits_shards_root(tmp_path_factory):
+    """Shards shared by the jobs (sharded once here, so no job races to create them)."""
+    from dgen.data.auto import ensure_shards
+
+    root = tmp_path_factory.mktemp("shards")
+    ensure_shards("digits", str(root))
+    return root
+
+
+def env() -> dict:
+    return {"DGEN_PYTHON": PYTHON, "OMP_NUM_THREADS": "1"}
+
+
+def log(work: Path, job: int, name: str = "dgen") -> str:
+    return (work / f"slurm-{name}-{job}.out").read_text()
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run: Path) -> list[tuple]:
+    return [(r["step"], r["loss"], r["recon"], r["kl"]) for r in rows(run) if "loss" in r]
+
+
+def submit_train(cluster, work, digits_shards_root, out: str, steps: int, *extra) -> int:
+    return cluster.sbatch(str(ROOT / "slurm" / "train.sbatch"), *ARGS, "--shards-root", str(digits_shards_root),
+                          "--out", out, "--max-steps", str(steps), *extra, cwd=work, env=env())
+
+
+def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_shards_root):
+    straight = submit_train(cluster, work, digits_shards_root, "runs/straight", 30)
+    info = cluster.wait_job(straight, timeout=300)
+    text = log(work, straight)
+    assert info["JobState"] == "COMPLETED", text[-3000:]
+    assert "nodes n1 n2, head 127.0.0.1" in text and "world size 2" in text  # n1/n2 are not host names
+    state = json.loads((work / "runs/straight/checkpoints/step-00000030/trainer_state.json").read_text())
+    assert state["replicas_checked"] == 2
+
+    job = submit_train(cluster, work, digits_shards_root, "runs/preempted", 30)
+    metrics = work / "runs/preempted/metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+        time.sleep(0.2)
+    cluster.run("scancel", "--signal=USR1", "--batch", job)  # what --signal=B:USR1@120 sends before the limit
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        info = cluster.job(job)
+        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
+            cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # skip Slurm's requeue hold
+        if info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"):
+            break
+        time.sleep(0.5)
+    text = log(work, job)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-4000:]
+    assert "SIGTERM: checkpointed at step" in text and "requeueing" in text and "restart 1] training finished" in text
+    stopped_at = int(text.split("SIGTERM: checkpointed at step ")[1].split(";")[0])
+    assert 5 <= stopped_at < 30
+    # every step exactly once, and the same numbers as the uninterrupted run
+    assert [s for s, *_ in losses(work / "runs/preempted")] == list(range(1, 31))
+    assert losses(work / "runs/preempted") == losses(work / "runs/straight")
+
+
+def test_missing_shards_fail_fast_with_a_clear_message(cluster, work, digits_shards_root):
+    job = cluster.sbatch(str(ROOT / "slurm" / "train.sbatch"), *ARGS, "--data", "/nonexistent/celeba",
+                         cwd=work, env=env())
+    info = cluster.wait_job(job, timeout=120)
+    text = log(work, job)
+    assert info["JobState"] == "FAILED"
+    assert "no shards at /nonexistent/celeba" in text and "the training arguments were rejected" in text
+    # more nodes than the cluster has: Slurm refuses at submission
+    done = cluster.run("sbatch", "--nodes=3", str(ROOT / "slurm" / "train.sbatch"), check=False, cwd=work)
+    assert done.returncode != 0 and "node configuration is not available" in done.stderr
+
+
+def test_a_dying_rank_fails_the_job_promptly(cluster, work, digits_shards_root):
+    job = submit_train(cluster, work, digits_shards_root, "runs/dies", 100000)
+    metrics = work / "runs/dies/metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    victim = _training_process(rank=1)
+    os.kill(victim, signal.SIGKILL)
+    t0 = time.time()
+    info = cluster.wait_job(job, timeout=120)
+    assert info["JobState"] == "FAILED" and time.time() - t0 < 90
+    text = log(work, job)
+    assert "training failed" in text and "rank" in text and ("Signal 9" in text or "SIGKILL" in text), text[-3000:]
+
+
+def _training_process(rank: int) -> int:
+    """PID of the dgen training worker with RANK=rank (a child of accelerate's launcher)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"dgen.train" in cmd and b"accelerate.commands.launch" not in cmd and f"RANK={rank}".encode() in environ:
+            return int(pid)
+    raise AssertionError(f"no training process with RANK={rank}")
+
+
+def test_shard_array_equals_a_single_process_shard(cluster, work, tmp_path):
+    single = tmp_path / "single"
+    subprocess.run([PYTHON, "-m", "dgen", "shard", "digits-m", "--out", str(single), "--per-shard", "200", "--quiet"],
+                   check=True, capture_output=True)
+    out = work / "shards" / "digits-m-array"
+    job = cluster.sbatch("--array=0-2", str(ROOT / "slurm" / "shard.sbatch"), "digits-m", "--out", str(out),
+                         "--per-shard", "200", cwd=work, env=env())
+    for task in range(3):
+        info = cluster.wait_job(f"{job}_{task}", timeout=180)
+        assert info["JobState"] == "COMPLETED", (work / f"slurm-dgen-shard-{job}_{task}.out").read_text()
+    text = (work / f"slurm-dgen-shard-{job}_0.out").read_text()
+    merge = int(text.split("will run as job ")[1].split()[0])
+    info = cluster.wait_job(merge, timeout=180)
+    merge_log = (work / f"slurm-dgen-merge-{merge}.out").read_text()
+    assert info["JobState"] == "COMPLETED", merge_log
+    assert "all shards match the manifest" in merge_log
+
+    def digest(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    assert digest(out) == digest(single)
