@@ -107,9 +107,14 @@ def test_missing_shards_fail_fast_with_a_clear_message(cluster, work, digits_sha
     text = log(work, job)
     assert info["JobState"] == "FAILED"
     assert "no shards at /nonexistent/celeba" in text and "the training arguments were rejected" in text
-    # more nodes than the cluster has: Slurm refuses at submission
-    done = cluster.run("sbatch", "--nodes=3", str(ROOT / "slurm" / "train.sbatch"), check=False, cwd=work)
-    assert done.returncode != 0 and "node configuration is not available" in done.stderr
+    # more nodes than the partition has: the job never starts, and squeue/scontrol say why
+    job = cluster.sbatch("--nodes=3", str(ROOT / "slurm" / "train.sbatch"), cwd=work, env=env())
+    deadline = time.time() + 30
+    while time.time() < deadline and cluster.job(job).get("Reason") != "PartitionNodeLimit":
+        time.sleep(0.3)
+    info = cluster.job(job)
+    cluster.run("scancel", job)
+    assert (info["JobState"], info["Reason"]) == ("PENDING", "PartitionNodeLimit")
 
 
 def test_a_dying_rank_fails_the_job_promptly(cluster, work, digits_shards_root):
