@@ -17,7 +17,7 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from dgen.errors import DgenError

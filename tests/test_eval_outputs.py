@@ -6,7 +6,6 @@ and the digit judge tells real digits from noise and blank images.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

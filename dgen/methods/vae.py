@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dgen.eval.images import save_grid, save_reconstructions, save_variations
+from dgen.eval.images import save_reconstructions, save_variations
 from dgen.eval.tsne import save_tsne
 from dgen.methods.base import Method, ReportContext, evaluating
 from dgen.models.vae import ConvVAE, MlpVAE
@@ -62,7 +62,7 @@ class VAE(Method):
         out, mu, logvar = self.models["vae"](x)
         recon = self.recon_loss(out, x).mean()
         kl = kl_per_image(mu.float(), logvar.float()).mean()
-        return {"loss": recon + self.hp.kl_weight * kl, "recon": recon.detach(), "kl": kl.detach()}
+        return {"loss": recon + self.kl_scale() * kl, "recon": recon.detach(), "kl": kl.detach()}
 
     def noise(self, n, generator):
         return torch.randn(n, self.hp.latent_dim, generator=generator)
@@ -88,6 +88,7 @@ class VAE(Method):
         return {"recon": recon.sum(), "kl": kl.sum(), "loss": (recon + self.kl_scale() * kl).sum(), "mse": mse.sum()}
 
     def kl_scale(self) -> float:
+        """Weight of the KL term in the loss."""
         return self.hp.kl_weight
 
     def report(self, ctx: ReportContext):
@@ -144,13 +145,6 @@ class MlpVAEMethod(VAE):
         """Binary cross-entropy summed over an image's pixels; `out` are logits, targets in [0, 1]."""
         target = (x + 1) / 2
         return F.binary_cross_entropy_with_logits(out.float(), target, reduction="none").flatten(1).sum(1)
-
-    def loss(self, phase, batch):
-        x = batch["image"]
-        logits, mu, logvar = self.models["vae"](x)
-        recon = self.recon_loss(logits, x).mean()
-        kl = kl_per_image(mu.float(), logvar.float()).mean()
-        return {"loss": recon + kl, "recon": recon.detach(), "kl": kl.detach()}
 
     def kl_scale(self) -> float:
         return 1.0

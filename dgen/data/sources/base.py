@@ -63,6 +63,19 @@ class Source:
         raise NotImplementedError
 
 
+@dataclass
+class ArraySource(Source):
+    """A source that reads each split's arrays on first use and keeps them in `_loaded`; pickling
+    (to shard-writer workers) drops them, so each worker reads the files itself."""
+
+    _loaded: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_loaded": {}}
+
+
+DIGIT_CLASSES = [str(d) for d in range(10)]
+
 SOURCES: dict[str, type[Source]] = {}
 
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from dgen.data.sources.base import Sample, Source, register, require_files
+from dgen.data.sources.base import ArraySource, Sample, Source, register, require_files
 from dgen.data.sources.blend import PhotoSet, blend_item
 from dgen.errors import DataError, UnreadableSample
 
@@ -114,23 +114,19 @@ def find_mnist_files(root: Path) -> dict[str, Path]:
 
 @register
 @dataclass
-class Mnist(Source):
+class Mnist(ArraySource):
     name = "mnist"
     help = "MNIST handwritten digits from the official idx files (60,000 train / 10,000 test, 28x28 gray)"
     default_size = None
     default_channels = 1
 
     root: Path
-    # arrays of the splits read so far in this process; never pickled (see __getstate__)
-    _loaded: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.classes = DIGITS
         self.root = Path(self.root)
         self.files = find_mnist_files(self.root)
 
-    def __getstate__(self):  # workers load the arrays themselves rather than receive them pickled
-        return {**self.__dict__, "_loaded": {}}
 
     @cached_property
     def _counts(self) -> dict[str, int]:

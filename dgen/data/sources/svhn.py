@@ -9,14 +9,14 @@ only if present). Each holds X, uint8 32 x 32 x 3 x N, and y, N x 1 labels where
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from dgen.data.sources.base import Sample, Source, register, require_files
+from dgen.data.sources.base import ArraySource, Sample, register, require_files
 from dgen.errors import DataError
 
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
@@ -26,23 +26,19 @@ DOWNLOAD_HINT = " (pass --download where a network exists)"
 
 @register
 @dataclass
-class Svhn(Source):
+class Svhn(ArraySource):
     name = "svhn"
     help = "SVHN cropped house-number digits (.mat files; train, test and extra if present; 32x32 RGB)"
     default_size = None
     default_channels = 3
 
     root: Path
-    # arrays of the splits read so far in this process; never pickled (see __getstate__)
-    _loaded: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.classes = [str(d) for d in range(10)]
         self.root = Path(self.root)
         require_files(self.root, [FILES[s] for s in REQUIRED], "svhn", DOWNLOAD_HINT)
 
-    def __getstate__(self):  # workers load the arrays themselves rather than receive them pickled
-        return {**self.__dict__, "_loaded": {}}
 
     @cached_property
     def _counts(self) -> dict[str, int]:

@@ -9,13 +9,13 @@ line, `LABEL 1:V 2:V ... 256:V`, labels 1..10 for digits 0..9 and pixel values i
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from dgen.data.sources.base import Sample, Source, register, require_files
+from dgen.data.sources.base import ArraySource, Sample, register, require_files
 from dgen.errors import DataError
 
 FILES = {"train": "usps.bz2", "test": "usps.t.bz2"}
@@ -24,23 +24,19 @@ DOWNLOAD_HINT = " (pass --download where a network exists)"
 
 @register
 @dataclass
-class Usps(Source):
+class Usps(ArraySource):
     name = "usps"
     help = "USPS handwritten digits (libsvm files; 7,291 train / 2,007 test, 16x16 gray)"
     default_size = None
     default_channels = 1
 
     root: Path
-    # arrays of the splits read so far in this process; never pickled (see __getstate__)
-    _loaded: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.classes = [str(d) for d in range(10)]
         self.root = Path(self.root)
         require_files(self.root, list(FILES.values()), "usps", DOWNLOAD_HINT)
 
-    def __getstate__(self):  # workers parse the files themselves rather than receive arrays pickled
-        return {**self.__dict__, "_loaded": {}}
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 N x 16 x 16 images, int64 N labels 0..9), parsed on first use."""
