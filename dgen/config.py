@@ -58,6 +58,10 @@ class Config:
     wandb_project: str = "dgen"
     progress: bool = True  # progress bar on rank 0
     dist_timeout: int = 600  # seconds a collective may wait for another rank before the run fails
+    fid: bool = True  # FID/KID of samples at evaluation ticks (classifier features; needs class labels)
+    fid_samples: int = 2000  # generated images per FID evaluation (over all ranks)
+    fid_classifier_steps: int = 600  # training steps of the feature classifier (cached per shards + setting)
+    inception_weights: str = ""  # a local Inception-v3 state dict: Inception features instead
     method: typing.Any = None  # the method's own dataclass (filled in by resolve)
 
     def to_dict(self) -> dict:
@@ -76,7 +80,7 @@ CHOICES = {
     "lr_schedule": ("constant", "cosine"),
     "resume": (None, "latest", "auto"),
 }
-POSITIVE = ("dist_timeout", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "eval_every", "ckpt_every",
+POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "eval_every", "ckpt_every",
             "keep_checkpoints", "shuffle_buffer")
 
 

@@ -5,6 +5,8 @@ default. Sources: seed 001 (CelebA VAE: latent 128, KL weight 0.00025, Adam lr 0
 5 epochs at 64 px), seed 002 (latent 512, KL weight 1e-5: `--latent-dim 512 --kl-weight 1e-5`),
 seed 003 (MNIST MLP VAE: latent 32, Adam 1e-3, 10 epochs). The embedded-digits presets are dgen's
 own, tuned so the default CPU run finishes in minutes with recognisable samples.
+GANs: DCGAN's Adam(2e-4, beta1 0.5); WGAN (seed 003) RMSprop 5e-5 with n_critic 5; WGAN-GP
+Adam(1e-4, betas 0, 0.9); vaegan (seed 001) Adam lr 0.005 and batch 128 on CelebA.
 """
 
 from __future__ import annotations
@@ -38,7 +40,47 @@ def mlp_vae(dataset: str) -> tuple[dict, dict]:
     return {}, {}
 
 
-PRESETS = {"vae": vae, "mlp-vae": mlp_vae}
+DIGITS_GAN = dict(batch_size=64, max_steps=1500, log_every=25, sample_every=250, eval_every=500, ckpt_every=500)
+
+
+def dcgan(dataset: str, loss: str = "bce") -> tuple[dict, dict]:
+    """Radford et al.'s Adam(2e-4, beta1 0.5); seeds 000/002/004 on CelebA 64 (nz 100, ngf/ndf 64)."""
+    adam = dict(lr=2e-4, beta1=0.5, beta2=0.999)
+    if dataset == "celeba":
+        return dict(batch_size=128, max_steps=epochs_to_steps(5, 162_770, 128), **adam), dict(loss=loss)
+    if dataset == "mnist":  # seed 003: the 28x28 variant, 3 epochs
+        return dict(batch_size=128, max_steps=epochs_to_steps(3, 60_000, 128), **adam), dict(arch="mnist", loss=loss)
+    if dataset in SMALL_DIGITS:
+        return dict(**DIGITS_GAN, **adam), dict(loss=loss)
+    return adam, dict(loss=loss)
+
+
+def wgan(dataset: str) -> tuple[dict, dict]:
+    """Seed 003: RMSprop 5e-5, n_critic 5, clipping 0.01 (the method's defaults)."""
+    top = dict(lr=5e-5, batch_size=64)
+    if dataset in SMALL_DIGITS:
+        top = {**DIGITS_GAN, **top, "max_steps": 5000}  # 1,000 generator steps
+    return top, {}
+
+
+def wgan_gp(dataset: str) -> tuple[dict, dict]:
+    top = dict(lr=1e-4, beta1=0.0, beta2=0.9)
+    if dataset in SMALL_DIGITS:
+        top = {**DIGITS_GAN, **top, "max_steps": 5000}
+    return top, {}
+
+
+def vaegan(dataset: str) -> tuple[dict, dict]:
+    """Seed 001 on CelebA: Adam lr 0.005, batch 128, 5 epochs, latent 128."""
+    if dataset == "celeba":
+        return dict(batch_size=128, lr=0.005, max_steps=epochs_to_steps(5, 162_770, 128)), dict(nz=128)
+    if dataset in ("digits", "digits-m"):  # latent 16 to match the digits VAE preset
+        return dict(**DIGITS_GAN, lr=2e-4, beta1=0.5), dict(nz=16)
+    return {}, {}
+
+
+PRESETS = {"vae": vae, "mlp-vae": mlp_vae, "dcgan": dcgan, "lsgan": lambda d: dcgan(d, "lsgan"), "wgan": wgan,
+           "wgan-gp": wgan_gp, "vaegan": vaegan}
 
 
 def preset(model: str, dataset: str) -> tuple[dict, dict]:

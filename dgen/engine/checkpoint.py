@@ -55,7 +55,7 @@ def read_state(ckpt: Path) -> dict:
 class Checkpointer:
     def __init__(self, accelerator, run_dir: Path, keep: int):
         self.acc, self.folder, self.keep = accelerator, Path(run_dir) / "checkpoints", keep
-        self.protected: set[str] = set()  # e.g. the best-FID checkpoint
+        self.protected: set[str] = set()  # the best-FID checkpoint
 
     def save(self, state: dict, models: list) -> Path:
         acc, step = self.acc, state["step"]
@@ -95,7 +95,20 @@ class Checkpointer:
 
     def load(self, ckpt: Path) -> dict:
         self.acc.load_state(str(ckpt))
-        return read_state(ckpt)
+        state = read_state(ckpt)
+        if "best" in state:
+            self.protected = {checkpoint_name(state["best"]["step"])}
+        return state
+
+    def is_best(self, state: dict, value: float, step: int) -> bool:
+        """Record `value` (lower is better, e.g. FID) in `state`; True if it is the best so far, in which
+        case this step's checkpoint is kept besides the newest ones until a better one replaces it."""
+        best = state.get("best")
+        if best is not None and value >= best["value"]:
+            return False
+        state["best"] = {"step": step, "value": value}
+        self.protected = {checkpoint_name(step)}
+        return True
 
     def _prune(self) -> None:
         found = list_checkpoints(self.folder.parent)

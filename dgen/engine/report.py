@@ -19,11 +19,11 @@ def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str
     if acc.is_main_process:
         images = run_dir / "images"
         pictures = {"samples": save_grid(method.sample(fixed), images / "samples.png")}
-        train_rows = [r for r in tracker.records if "loss" in r]
-        keys = ["loss", *method.loss_terms]
+        keys = [k for k in ("loss", *method.loss_terms) if any(k in r for r in tracker.records)]
+        train_rows = [r for r in tracker.records if any(k in r for k in keys)]
         if train_rows:
             pictures["curves"] = save_curves(train_rows, images / "curves.png", keys, title="training (per step)")
-        test_rows = [r for r in tracker.records if "test/loss" in r]
+        test_rows = [r for r in tracker.records if any(k.startswith("test/") for k in r)]
         if len(test_rows) > 1:
             pictures["test_curves"] = save_curves(test_rows, images / "test_curves.png",
                                                   [k for k in test_rows[-1] if k.startswith("test/")], title="test split")
@@ -58,8 +58,8 @@ def _judge(method, cfg, n: int = 1000) -> dict[str, float]:
 
 
 def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]) -> None:
-    last_train = next((r for r in reversed(records) if "loss" in r), {})
-    last_test = next((r for r in reversed(records) if "test/loss" in r), {})
+    last_train = next((r for r in reversed(records) if "images" in r), {})
+    last_test = next((r for r in reversed(records) if any(k.startswith("test/") for k in r)), {})
     judge = next((r for r in reversed(records) if "judge/confidence" in r), {})
     lines = [f"# {cfg.model} on {cfg.data}", "",
              f"{last_train.get('step', 0)} steps, {last_train.get('images', 0)} images; "
@@ -71,6 +71,12 @@ def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]
     if judge:
         lines += ["", "judge/*: 1000 random samples read by a classifier trained on the real digits "
                   "(real test digits score confidence 0.95, an untrained model 0.24)."]
+    fids = [(r[k], r["step"], k) for r in records for k in r if k.startswith("test/fid_")]
+    if fids:
+        value, step, key = min(fids)
+        kind = "classifier features" if key.endswith("classifier") else "Inception features"
+        lines += ["", f"Best FID ({kind}): {value:.4g} at step {step} (its checkpoint is kept). "
+                  "Classifier-feature FIDs compare runs on the same shards; they are not Inception FIDs."]
     lines += ["", "## Pictures", ""]
     lines += [f"- {name}: `{Path(p).relative_to(run_dir)}`" for name, p in pictures.items()]
     lines += ["", "## Config", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", "",

@@ -32,6 +32,7 @@ from dgen.data.stream import eval_loader, train_loader
 from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
 from dgen.engine.report import write_report
 from dgen.engine.run import check_resumable, new_run_name
+from dgen.engine.scores import SampleScores
 from dgen.engine.signals import StopFlag
 from dgen.engine.tracking import Tracker
 from dgen.errors import DgenError
@@ -86,8 +87,9 @@ def train(cfg: Config) -> Path:
     prepared = acc.prepare(*method.models.values(), *(optimizers[p] for p in phases), *schedulers)
     method.models = dict(zip(names, prepared[: len(names)]))
     optimizers = dict(zip(phases, prepared[len(names): len(names) + len(phases)]))
-    schedulers = prepared[len(names) + len(phases):]
+    schedulers = dict(zip(phases, prepared[len(names) + len(phases):]))
     method._unwrap = acc.unwrap_model
+    method.accelerator = acc
 
     checkpoints = Checkpointer(acc, run_dir, cfg.keep_checkpoints)
     state = {"step": 0, "epoch": 0, "batch": 0, "images": 0}
@@ -104,23 +106,26 @@ def train(cfg: Config) -> Path:
                           rank=rank, world_size=world, pin_memory=acc.device.type == "cuda")
     batches = _Batches(loader, state["epoch"], state["batch"], acc.device)
     eval_split = next((s for s in ("test", "valid") if s in manifest.splits), None)
+    scores = None  # sample-quality scores, set up at the first evaluation
+    wants_scores = cfg.fid and eval_split is not None and (manifest.classes or cfg.inception_weights)
     fixed = method.noise(64, torch.Generator().manual_seed(cfg.seed)).to(acc.device)
     step_images = cfg.batch_size * cfg.grad_accum * world
 
     stop = StopFlag().install()
     sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
     steps_in_window, t_window = 0, time.perf_counter()
     bar = tqdm(total=cfg.max_steps, initial=state["step"], unit="step", dynamic_ncols=True,
                disable=not (acc.is_main_process and cfg.progress))
     try:
         while state["step"] < cfg.max_steps:
             micro = [batches.next() for _ in range(cfg.grad_accum)]
-            for phase in phases:
+            method.step = state["step"]
+            for phase in method.phases_at(state["step"]):
                 terms = _run_phase(acc, method, phase, optimizers[phase], micro, cfg.grad_clip)
+                schedulers[phase].step()
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0) + v
-            for s in schedulers:
-                s.step()
+                    sums[k], counts[k] = sums.get(k, 0) + v, counts.get(k, 0) + 1
             state.update(step=state["step"] + 1, images=state["images"] + step_images, **batches.position())
             steps_in_window += 1
             step = state["step"]
@@ -128,18 +133,25 @@ def train(cfg: Config) -> Path:
             last = step == cfg.max_steps
             stopping = _agree(acc, stop.signum is not None)
             if step % cfg.log_every == 0 or last or stopping or step % cfg.ckpt_every == 0:
-                values = _reduce(acc, sums, steps_in_window, step)  # also the NaN guard before any checkpoint
+                values = _reduce(acc, sums, counts, step)  # also the NaN guard before any checkpoint
                 dt = time.perf_counter() - t_window
                 values.update(lr=optimizers[phases[0]].param_groups[0]["lr"], images=state["images"],
                               images_per_s=steps_in_window * step_images / dt)
                 tracker.log(values, step)
-                bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{values['images_per_s']:.0f}")
-                sums, steps_in_window, t_window = {}, 0, time.perf_counter()
+                shown = [k for k in ("loss", *method.loss_terms) if k in values][:2]
+                bar.set_postfix({k: f"{values[k]:.4g}" for k in shown} | {"img_s": f"{values['images_per_s']:.0f}"})
+                sums, counts, steps_in_window, t_window = {}, {}, 0, time.perf_counter()
             if step % cfg.sample_every == 0 or last:
                 _samples(acc, method, fixed, run_dir, tracker, step)
+            best = False
             if eval_split and (step % cfg.eval_every == 0 or last):
-                tracker.log(_evaluate(acc, method, location, eval_split, cfg), step)
-            if step % cfg.ckpt_every == 0 or last or stopping:
+                metrics = _evaluate(acc, method, location, eval_split, cfg)
+                if wants_scores:
+                    scores = scores or SampleScores(acc, method, location, eval_split, cfg)
+                    metrics.update(scores())
+                    best = checkpoints.is_best(state, metrics[f"test/fid_{scores.name}"], step)
+                tracker.log(metrics, step)
+            if step % cfg.ckpt_every == 0 or last or stopping or best:
                 checkpoints.save(state, list(method.models.values()))
             if stopping:
                 if acc.is_main_process:
@@ -186,17 +198,20 @@ def _run_phase(acc, method, phase, optimizer, micro, clip) -> dict[str, torch.Te
                 out = method.loss(phase, batch)
             acc.backward(out["loss"] / len(micro))
         for k, v in out.items():
+            if k == "loss" and len(method.phases) > 1:
+                continue  # the phases' own terms (d_loss, g_loss) say more than their mixture
             terms[k] = terms.get(k, 0) + v.detach().float() / len(micro)
     if clip > 0 and acc.distributed_type != DistributedType.DEEPSPEED:  # DeepSpeed clips in its engine
         acc.clip_grad_norm_([p for m in models for p in m.parameters()], clip)
     optimizer.step()
+    method.after_step(phase)
     return terms
 
 
-def _reduce(acc, sums: dict, steps: int, step: int) -> dict[str, float]:
+def _reduce(acc, sums: dict, counts: dict, step: int) -> dict[str, float]:
     """Means over the window and all ranks, as plain floats (the only host sync in the loop)."""
     keys = sorted(sums)
-    values = acc.reduce(torch.stack([sums[k] for k in keys]) / steps, "mean").tolist()
+    values = acc.reduce(torch.stack([sums[k] / counts[k] for k in keys]), "mean").tolist()
     result = dict(zip(keys, values))
     bad = [k for k, v in result.items() if not math.isfinite(v)]
     if bad:

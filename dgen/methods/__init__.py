@@ -6,9 +6,10 @@ from dgen.errors import DgenError
 
 
 def _registry() -> dict:
+    from dgen.methods.gan import METHODS as GANS
     from dgen.methods.vae import VAE, MlpVAEMethod
 
-    return {"vae": VAE, "mlp-vae": MlpVAEMethod}
+    return {"vae": VAE, "mlp-vae": MlpVAEMethod, **GANS}
 
 
 def get_method(name: str):

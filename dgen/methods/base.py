@@ -49,6 +49,8 @@ class Method:
         self.cfg, self.hp, self.data = cfg, cfg.method, data
         self.models: dict[str, nn.Module] = self.build()
         self._unwrap = lambda m: m
+        self.accelerator = None  # set by the trainer (for no_sync and the like)
+        self.step = 0  # the trainer's optimizer-step count before the current step
 
     # -- to implement ------------------------------------------------------------------------------
     def build(self) -> dict[str, nn.Module]:
@@ -65,6 +67,13 @@ class Method:
     def loss(self, phase: str, batch: dict) -> dict[str, torch.Tensor]:
         """{"loss": scalar to back-propagate, TERM: detached scalar for each name in loss_terms}."""
         raise NotImplementedError
+
+    def phases_at(self, step: int) -> tuple[str, ...]:
+        """The phases to run at `step` (e.g. G only every n_critic-th step)."""
+        return self.phases
+
+    def after_step(self, phase: str) -> None:
+        """Called after `phase`'s optimizer step (e.g. WGAN weight clipping)."""
 
     def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError

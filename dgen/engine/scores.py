@@ -1,0 +1,46 @@
+"""Sample-quality scores at evaluation ticks: FID and KID of generated images against the
+evaluation split, in the features of a classifier dgen trains on the labelled train split
+("FID (classifier features)", see dgen.eval.fid), or of Inception where `--inception-weights`
+points at a local state dict. Real statistics are computed once; fakes come from fixed noise, so
+successive scores of a run differ only by the model. Every rank takes part (its share of the real
+and of the fake images); the statistics are merged across ranks, so every rank gets the same score.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from dgen.data.stream import eval_loader
+from dgen.eval.fid import FID, inception_extractor, load_or_train_feature_classifier
+
+log = logging.getLogger(__name__)
+
+
+class SampleScores:
+    def __init__(self, acc, method, location: str, split: str, cfg):
+        self.acc, self.method, self.cfg = acc, method, cfg
+        if cfg.inception_weights:
+            extractor, self.name = inception_extractor(cfg.inception_weights), "inception"
+        else:
+            extractor, accuracy = load_or_train_feature_classifier(
+                location, image_size=cfg.image_size, channels=cfg.channels, device=str(acc.device),
+                steps=cfg.fid_classifier_steps)
+            self.name = "classifier"
+            if acc.is_main_process:
+                log.info("FID (classifier features): feature classifier test accuracy %.3f (%s)", accuracy,
+                         getattr(extractor, "cache_path", ""))
+        self.fid = FID(extractor, acc.device, batch_size=256)
+        loader = eval_loader(location, split, batch_size=256, image_size=cfg.image_size, channels=cfg.channels,
+                             rank=acc.process_index, world_size=acc.num_processes)
+        self.real = self.fid.real_stats(batch["image"] for batch in loader)
+        share = -(-cfg.fid_samples // acc.num_processes)
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + acc.process_index)
+        self.noise = method.noise(share, g).to(acc.device)
+
+    @torch.no_grad()
+    def __call__(self) -> dict[str, float]:
+        fakes = (self.method.sample(z).float() for z in self.noise.split(256))
+        score = self.fid.score(self.real, self.fid.fake_stats(fakes))
+        return {f"test/fid_{self.name}": score["fid"], f"test/kid_{self.name}": score["kid"]}

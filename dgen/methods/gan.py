@@ -1,0 +1,287 @@
+"""GAN training methods: dcgan, lsgan, wgan, wgan-gp and vaegan, as named phases "D" and "G".
+
+    accelerate launch dgen/train.py --model dcgan                      # embedded digits, 32 px
+    accelerate launch dgen/train.py --model wgan --data mnist          # seed 003: MLPs, RMSprop 5e-5, n_critic 5
+    accelerate launch dgen/train.py --model vaegan --init-from runs/vae-digits-...   # seed 001
+
+A GAN flavour is a (d_loss, g_loss) pair sharing one signature (`AdversarialLoss`); the tricks of
+seed 001 (label flipping every k steps, Gaussian label noise, noise on the discriminator's inputs)
+are switches that work with any loss. Each trainer step runs "D" (and "G", every `n_critic`-th
+step). The fake batch for D is made under no_grad (DDP would otherwise wait for G's gradients);
+in the G step D is frozen and runs under `no_sync`, so only G's gradients are all-reduced: no
+gradient is reduced twice or left unsynchronised.
+
+Losses (per batch, averaged over images):
+- bce (dcgan): D: BCE(D(x), 1) + BCE(D(G(z)), 0) on logits; G: non-saturating BCE(D(G(z)), 1).
+- lsgan: D: (D(x) - 1)^2 + D(G(z))^2; G: (D(G(z)) - 1)^2 (a=0, b=c=1 of Mao et al.).
+- wgan: D: D(G(z)) - D(x); G: -D(G(z)); critic weights clipped to [-clip, clip] after each D step.
+- wgan-gp: wgan + gp_weight * (||grad_x_hat D(x_hat)||_2 - 1)^2 on random interpolates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dgen.config import ConfigError
+from dgen.eval.images import save_variations
+from dgen.methods.base import Method, ReportContext, evaluating
+
+
+# -- adversarial losses: one signature for every flavour ------------------------------------------
+class AdversarialLoss:
+    """d_loss(real_out, fake_out, real_target, fake_target) and g_loss(fake_out, real_target)."""
+
+    uses_targets = True
+
+    def d_loss(self, real, fake, real_target, fake_target):
+        raise NotImplementedError
+
+    def g_loss(self, fake, real_target):
+        raise NotImplementedError
+
+
+class BCELoss(AdversarialLoss):
+    def d_loss(self, real, fake, real_target, fake_target):
+        return (F.binary_cross_entropy_with_logits(real, real_target)
+                + F.binary_cross_entropy_with_logits(fake, fake_target))
+
+    def g_loss(self, fake, real_target):
+        return F.binary_cross_entropy_with_logits(fake, real_target)
+
+
+class LSLoss(AdversarialLoss):
+    def d_loss(self, real, fake, real_target, fake_target):
+        return F.mse_loss(real, real_target) + F.mse_loss(fake, fake_target)
+
+    def g_loss(self, fake, real_target):
+        return F.mse_loss(fake, real_target)
+
+
+class WassersteinLoss(AdversarialLoss):
+    uses_targets = False
+
+    def d_loss(self, real, fake, real_target, fake_target):
+        return fake.mean() - real.mean()
+
+    def g_loss(self, fake, real_target):
+        return -fake.mean()
+
+
+LOSSES = {"bce": BCELoss, "lsgan": LSLoss, "wgan": WassersteinLoss}
+
+
+@dataclass
+class GANConfig:
+    arch: str = "dcgan"  # dcgan | mnist (seed 003, 28 px) | mlp (seed 003 WGAN) | unbalanced (seed 001)
+    loss: str = "bce"  # bce | lsgan | wgan
+    nz: int = 100  # latent size
+    width: int = 64  # ngf = ndf for the DCGAN architectures
+    optimizer: str = "adam"  # adam | rmsprop
+    lr_d: float = 0.0  # 0: the trainer's --lr
+    n_critic: int = 1  # D steps per G step
+    clip: float = 0.0  # WGAN weight clipping of the critic; 0 = off
+    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight; 0 = off
+    label_flip_every: int = 0  # swap real/fake targets for D every k-th step (seed 001: 16); 0 = off
+    label_noise: float = 0.0  # std of Gaussian noise added to D's targets (seed 001: 0.1)
+    instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (real and fake)
+    init_from: str = ""  # vaegan: a dgen VAE run whose decoder initialises G
+
+
+class GAN(Method):
+    Config = GANConfig
+    phases = ("D", "G")
+    loss_terms = ("d_loss", "g_loss", "d_real", "d_fake")
+
+    def __init__(self, cfg, data):
+        hp = cfg.method
+        if hp.loss not in LOSSES:
+            raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, got {hp.loss!r}")
+        if hp.optimizer not in ("adam", "rmsprop"):
+            raise ConfigError(f"--optimizer must be adam or rmsprop, got {hp.optimizer!r}")
+        if hp.n_critic < 1:
+            raise ConfigError(f"--n-critic must be >= 1, got {hp.n_critic}")
+        self.adversarial = LOSSES[hp.loss]()
+        super().__init__(cfg, data)
+
+    # -- networks and optimizers ------------------------------------------------------------------
+    def build(self):
+        from dgen.models import gan as nets
+
+        hp, d = self.hp, self.data
+        if hp.arch == "dcgan":
+            g = nets.DCGANGenerator(hp.nz, hp.width, d.channels, d.image_size)
+            dis = nets.DCGANDiscriminator(hp.width, d.channels, d.image_size)
+        elif hp.arch == "mnist":
+            if d.image_size != 28:
+                raise ValueError(f"arch mnist (seed 003) makes 28x28 images; pass --image-size 28 (data: {d.image_size})")
+            g, dis = nets.MnistGenerator(hp.nz, d.channels), nets.MnistDiscriminator(d.channels)
+        elif hp.arch == "mlp":
+            g = nets.MlpGenerator(nz=hp.nz, image_size=d.image_size, channels=d.channels)
+            dis = nets.MlpCritic(image_size=d.image_size, channels=d.channels)
+        elif hp.arch == "unbalanced":
+            g = nets.UnbalancedGenerator(hp.nz, d.channels, d.image_size)
+            dis = nets.UnbalancedDiscriminator(d.channels, d.image_size)
+        else:
+            raise ValueError(f"unknown --arch {hp.arch!r} (dcgan, mnist, mlp, unbalanced)")
+        if hp.arch in ("dcgan", "mnist"):
+            g.apply(nets.dcgan_init)
+            dis.apply(nets.dcgan_init)
+        if hp.init_from:
+            self._init_from_vae(g)
+        return {"G": g, "D": dis}
+
+    def _init_from_vae(self, g) -> None:
+        from dgen.engine.run import load_trained
+
+        if not hasattr(g, "load_vae_decoder"):
+            raise ConfigError(f"--init-from needs --arch unbalanced (a generator shaped like the VAE decoder), "
+                              f"not {self.hp.arch}")
+        try:
+            vcfg, vae, ckpt = load_trained(self.hp.init_from)
+        except Exception as e:  # a missing run, a run without checkpoints, unreadable weights
+            raise ConfigError(f"--init-from {self.hp.init_from}: {e}") from None
+        if vcfg.model != "vae":
+            raise ConfigError(f"--init-from {self.hp.init_from} is a {vcfg.model} run, not a vae run")
+        try:
+            g.load_vae_decoder(vae.unwrap("vae").state_dict())
+        except ValueError as e:
+            raise ConfigError(f"--init-from {ckpt}: the VAE decoder does not fit this generator ({e}); it was "
+                              f"trained at {vcfg.image_size}px x{vcfg.channels} with latent {vcfg.method.latent_dim}, "
+                              f"this GAN is {self.data.image_size}px x{self.data.channels} with --nz {self.hp.nz}") from None
+
+    def optimizers(self):
+        hp, c = self.hp, self.cfg
+        lr_g, lr_d = c.lr, hp.lr_d or c.lr
+        if hp.optimizer == "rmsprop":
+            return {"D": torch.optim.RMSprop(self.models["D"].parameters(), lr=lr_d),
+                    "G": torch.optim.RMSprop(self.models["G"].parameters(), lr=lr_g)}
+        return {"D": self.adam(self.models["D"].parameters(), lr_d), "G": self.adam(self.models["G"].parameters(), lr_g)}
+
+    def phase_models(self, phase):
+        return [phase]
+
+    def phases_at(self, step: int) -> tuple[str, ...]:
+        """D every step; G after every n_critic-th D step."""
+        return ("D", "G") if (step + 1) % self.hp.n_critic == 0 else ("D",)
+
+    # -- losses --------------------------------------------------------------------------------------
+    def noise(self, n, generator):
+        return torch.randn(n, self.hp.nz, generator=generator)
+
+    def _targets(self, n: int, device, step: int):
+        real, fake = torch.ones(n, device=device), torch.zeros(n, device=device)
+        hp = self.hp
+        if hp.label_flip_every and (step + 1) % hp.label_flip_every == 0:
+            real, fake = fake, real
+        if hp.label_noise:
+            real = real + hp.label_noise * torch.randn_like(real)
+            fake = fake + hp.label_noise * torch.randn_like(fake)
+        return real, fake
+
+    def _d_input(self, x):
+        return x + self.hp.instance_noise * torch.randn_like(x) if self.hp.instance_noise else x
+
+    def loss(self, phase, batch):
+        real = batch["image"]
+        n, step = len(real), self.step
+        z = torch.randn(n, self.hp.nz, device=real.device)
+        G, D = self.models["G"], self.models["D"]
+        if phase == "D":
+            with torch.no_grad():  # G gets no gradient here (and DDP must not wait for one)
+                fake = G(z)
+            out_real, out_fake = D(self._d_input(real)), D(self._d_input(fake.detach()))
+            t_real, t_fake = self._targets(n, real.device, step)
+            loss = self.adversarial.d_loss(out_real.float(), out_fake.float(), t_real, t_fake)
+            if self.hp.gp_weight:
+                loss = loss + self.hp.gp_weight * self._gradient_penalty(D, real, fake)
+            return {"loss": loss, "d_loss": loss.detach(), "d_real": out_real.detach().float().mean(),
+                    "d_fake": out_fake.detach().float().mean()}
+        with self._frozen(D):
+            out = D(self._d_input(G(z)))
+            loss = self.adversarial.g_loss(out.float(), torch.ones(n, device=real.device))
+        return {"loss": loss, "g_loss": loss.detach()}
+
+    @contextlib.contextmanager
+    def _frozen(self, D):
+        """D's parameters need no gradient in the G step, and its replicas need no all-reduce."""
+        params = list(D.parameters())
+        for p in params:
+            p.requires_grad_(False)
+        sync = self.accelerator.no_sync(D) if self.accelerator is not None else contextlib.nullcontext()
+        try:
+            with sync:
+                yield
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
+    def _gradient_penalty(self, D, real, fake):
+        eps = torch.rand(len(real), 1, 1, 1, device=real.device)
+        x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+        out = D(x_hat)
+        (grad,) = torch.autograd.grad(out.float().sum(), x_hat, create_graph=True)
+        return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+    def after_step(self, phase: str) -> None:
+        if phase == "D" and self.hp.clip:
+            with torch.no_grad():
+                for p in self.models["D"].parameters():
+                    p.clamp_(-self.hp.clip, self.hp.clip)
+
+    # -- samples and the report ----------------------------------------------------------------------
+    def sample(self, z):
+        with evaluating(self.unwrap("G")) as g:
+            return g(z)
+
+    def report(self, ctx: ReportContext):
+        # one sample with variations (seed 001): each row a random latent and small perturbations of it
+        z0 = self.noise(8, ctx.generator).to(ctx.device)
+        eps = self.noise(64, ctx.generator).to(ctx.device).view(8, 8, -1)
+        rows = torch.stack([self.sample(z0[i] + 0.3 * eps[i]) for i in range(8)])
+        rows[:, 0] = self.sample(z0)
+        return {"variations": save_variations(rows, ctx.images_dir / "variations.png")}
+
+
+# -- the seeds' GANs: defaults per flavour ---------------------------------------------------------------
+@dataclass
+class LSGANConfig(GANConfig):
+    loss: str = "lsgan"
+
+
+@dataclass
+class WGANConfig(GANConfig):  # seed 003: MLP generator and critic, RMSprop 5e-5, n_critic 5, clip 0.01
+    arch: str = "mlp"
+    loss: str = "wgan"
+    optimizer: str = "rmsprop"
+    n_critic: int = 5
+    clip: float = 0.01
+
+
+@dataclass
+class WGANGPConfig(GANConfig):  # Gulrajani et al.: lambda 10, n_critic 5, Adam(1e-4, betas 0, 0.9)
+    arch: str = "mlp"
+    loss: str = "wgan"
+    n_critic: int = 5
+    gp_weight: float = 10.0
+
+
+@dataclass
+class VAEGANConfig(GANConfig):  # seed 001: unbalanced G/D, LSGAN, flips every 16 steps, label noise 0.1
+    arch: str = "unbalanced"
+    loss: str = "lsgan"
+    nz: int = 128
+    label_flip_every: int = 16
+    label_noise: float = 0.1
+    instance_noise: float = 0.1
+
+
+def flavour(config: type) -> type:
+    return type(f"GAN[{config.__name__}]", (GAN,), {"Config": config})
+
+
+METHODS = {"dcgan": GAN, "lsgan": flavour(LSGANConfig), "wgan": flavour(WGANConfig),
+           "wgan-gp": flavour(WGANGPConfig), "vaegan": flavour(VAEGANConfig)}
