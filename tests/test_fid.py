@@ -4,6 +4,7 @@ across 2 real processes, and the optional Inception extractor's structure and er
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,18 @@ from dgen.models.classifier import DigitClassifier
 from tests.test_distributed import torchrun
 
 STEPS, BATCH = 300, 64  # ~10 s on one CPU core; measured test accuracy 0.992
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Train with one torch thread: on a shared 2-core machine two spinning OpenMP threads under
+    contention made this 8x slower (measured 93 s instead of 10 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # -- formulas -----------------------------------------------------------------------------------------
@@ -80,7 +93,8 @@ def test_feature_stats_match_numpy_and_keep_a_bounded_sample():
 def classifier(digits_shards, tmp_path_factory):
     cache = tmp_path_factory.mktemp("fid-cache")
     t0 = time.perf_counter()
-    model, acc = load_or_train_feature_classifier(digits_shards, cache, steps=STEPS, batch_size=BATCH, seed=0)
+    with one_thread():
+        model, acc = load_or_train_feature_classifier(digits_shards, cache, steps=STEPS, batch_size=BATCH, seed=0)
     return model, acc, cache, time.perf_counter() - t0
 
 
@@ -94,9 +108,10 @@ def test_classifier_shapes_for_sizes_and_channels():
 
 def test_training_is_deterministic_and_leaves_the_global_rng_alone(digits_shards):
     before = torch.random.get_rng_state()
-    a, _ = train_feature_classifier(digits_shards, steps=3, batch_size=16, seed=0)
-    b, _ = train_feature_classifier(digits_shards, steps=3, batch_size=16, seed=0)
-    c, _ = train_feature_classifier(digits_shards, steps=3, batch_size=16, seed=1)
+    with one_thread():
+        a, _ = train_feature_classifier(digits_shards, steps=3, batch_size=16, seed=0)
+        b, _ = train_feature_classifier(digits_shards, steps=3, batch_size=16, seed=0)
+        c, _ = train_feature_classifier(digits_shards, steps=3, batch_size=16, seed=1)
     assert torch.equal(torch.random.get_rng_state(), before)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
