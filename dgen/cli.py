@@ -6,6 +6,7 @@
     dgen bench loader [--data DIR]                     shard stream vs torchvision files, images/s
     dgen train --model vae [...]                       same as `accelerate launch dgen/train.py ...`
     dgen sample --run RUN_DIR [--n 64]                 images from a trained run's latest checkpoint
+    dgen eval --run RUN_DIR [--untrained] | --data DIR FID/KID (classifier features) of a run, or train vs test
 
 `dgen shard SOURCE --help` lists the options of one source.
 """
@@ -109,6 +110,21 @@ def _run_sample(args) -> int:
     return 0
 
 
+def _run_eval(args) -> int:
+    import json
+
+    from dgen.engine.scores import score_floor, score_run
+
+    if bool(args.run_dir) == bool(args.data):
+        raise DgenError("dgen eval needs either --run RUN_DIR or --data SHARDS")
+    if args.run_dir:
+        result = score_run(args.run_dir, untrained=args.untrained, samples=args.samples)
+    else:
+        result = score_floor(args.data)
+    print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -135,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="PNG path (default: RUN/images/sampled-seedS.png)")
     p.set_defaults(run=_run_sample)
+    p = sub.add_parser("eval", help="FID/KID (classifier features) of a run, or of train vs test (the floor)")
+    p.add_argument("--run", dest="run_dir", help="run folder: score its latest checkpoint")
+    p.add_argument("--untrained", action="store_true", help="score the run's architecture freshly initialised")
+    p.add_argument("--samples", type=int, default=2000, help="generated images (default: 2000)")
+    p.add_argument("--data", help="shard folder: FID between its train and test splits")
+    p.set_defaults(run=_run_eval)
     return parser
 
 

@@ -29,7 +29,7 @@ def launch(tmp_path, *args, check=True):
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--config_file", str(tmp_path / "ds.yaml"), str(TRAIN), "--shards-root",
            str(tmp_path / "shards"), "--batch-size", "16", "--num-workers", "0", "--tracker", "none", "--log-every",
-           "1", "--sample-every", "1000", "--eval-every", "1000", "--no-progress", *map(str, args)]
+           "1", "--sample-every", "1000", "--eval-every", "1000", "--no-progress", "--no-fid", *map(str, args)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
     if check:
         assert done.returncode == 0, done.stderr[-4000:]
@@ -55,3 +55,8 @@ def test_vae_under_deepspeed_zero2_resumes_exactly(tmp_path):
 def test_grad_accum_flag_is_refused_under_deepspeed(tmp_path):
     done = launch(tmp_path, "--model", "vae", "--out", tmp_path / "r", "--max-steps", 2, "--grad-accum", 2, check=False)
     assert done.returncode != 0 and "gradient_accumulation_steps in the DeepSpeed JSON" in done.stderr
+
+
+def test_gans_refuse_deepspeed_with_the_reason(tmp_path):
+    done = launch(tmp_path, "--model", "dcgan", "--out", tmp_path / "g", "--max-steps", 2, "--no-fid", check=False)
+    assert done.returncode != 0 and "trains 2 networks (G, D)" in done.stderr and "DDP" in done.stderr

@@ -17,7 +17,7 @@ GANS = ["dcgan", "lsgan", "wgan", "wgan-gp", "vaegan"]
 @pytest.mark.parametrize("model", GANS)
 def test_every_gan_trains(tmp_path, model):
     run = tmp_path / "run"
-    train(tmp_path, "--model", model, "--out", run, "--max-steps", 10, *FAST, "--no-fid")
+    train(tmp_path, "--model", model, "--out", run, "--max-steps", 10, *FAST)
     logged = [r for r in rows(run) if "d_loss" in r]
     assert [r["step"] for r in logged] == list(range(1, 11))
     g_steps = [r["step"] for r in logged if "g_loss" in r]
@@ -34,7 +34,7 @@ def test_two_processes_keep_g_and_d_identical(tmp_path, model):
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "launch" / "cpu-2proc.yaml"), "--main_process_port",
            str(_free_port()), str(TRAIN), "--shards-root", str(tmp_path / "shards"), "--model", model, "--out", str(run),
-           "--max-steps", "10", "--ckpt-every", "5", "--keep-checkpoints", "5", *FAST, "--no-fid"]
+           "--max-steps", "10", "--ckpt-every", "5", "--keep-checkpoints", "5", *FAST]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     for step in (5, 10):  # the trainer compares G's and D's parameters across ranks before each checkpoint
@@ -44,24 +44,24 @@ def test_two_processes_keep_g_and_d_identical(tmp_path, model):
 
 def test_vaegan_starts_from_a_vae_decoder(tmp_path):
     vae = tmp_path / "vae"
-    train(tmp_path, "--model", "vae", "--out", vae, "--max-steps", 2, *FAST, "--no-fid")
+    train(tmp_path, "--model", "vae", "--out", vae, "--max-steps", 2, *FAST)
     run = tmp_path / "gan"
-    train(tmp_path, "--model", "vaegan", "--init-from", vae, "--out", run, "--max-steps", 2, *FAST, "--no-fid")
+    train(tmp_path, "--model", "vaegan", "--init-from", vae, "--out", run, "--max-steps", 2, *FAST)
     assert json.loads((run / "config.json").read_text())["method"]["init_from"] == str(vae)
     # a VAE whose decoder does not fit (latent 8 vs the GAN's 16) is refused with the reason
     small = tmp_path / "vae8"
-    train(tmp_path, "--model", "vae", "--out", small, "--max-steps", 1, "--latent-dim", 8, *FAST, "--no-fid")
+    train(tmp_path, "--model", "vae", "--out", small, "--max-steps", 1, "--latent-dim", 8, *FAST)
     done = train(tmp_path, "--model", "vaegan", "--init-from", small, "--out", tmp_path / "bad", "--max-steps", 1,
-                 *FAST, "--no-fid", check=False)
+                 *FAST, check=False)
     assert done.returncode == 2 and "does not fit this generator" in done.stderr and "decode_input" in done.stderr
     done = train(tmp_path, "--model", "dcgan", "--init-from", vae, "--out", tmp_path / "bad2", "--max-steps", 1,
-                 *FAST, "--no-fid", check=False)
+                 *FAST, check=False)
     assert done.returncode == 2 and "--arch unbalanced" in done.stderr
 
 
 def test_divergence_stops_with_a_clear_message(tmp_path):
     run = tmp_path / "run"
-    train(tmp_path, "--model", "lsgan", "--out", run, "--max-steps", 2, *FAST, "--no-fid")
+    train(tmp_path, "--model", "lsgan", "--out", run, "--max-steps", 2, *FAST)
     before = (run / "checkpoints" / "step-00000002" / "model.safetensors").read_bytes()
     done = train(tmp_path, "--out", run, "--resume", "--max-steps", 50, "--lr", "1e12", "--ckpt-every", 1, check=False)
     assert done.returncode == 2 and "training diverged" in done.stderr, done.stderr[-2000:]
@@ -73,7 +73,7 @@ def test_divergence_stops_with_a_clear_message(tmp_path):
 def test_training_lowers_fid_clearly_below_the_untrained_generator(tmp_path):
     """FID (classifier features) of dcgan after 1 step (~untrained) and after 300 steps, same shards,
     same cached feature classifier, same fixed noise."""
-    common = ["--model", "dcgan", *FAST, "--log-every", 50, "--fid-samples", 500, "--ckpt-every", 1000,
+    common = ["--model", "dcgan", *FAST, "--fid", "--log-every", 50, "--fid-samples", 500, "--ckpt-every", 1000,
               "--fid-classifier-steps", 200]
     train(tmp_path, *common, "--out", tmp_path / "untrained", "--max-steps", 1, "--eval-every", 1, timeout=600)
     train(tmp_path, *common, "--out", tmp_path / "trained", "--max-steps", 300, "--eval-every", 150, timeout=600)

@@ -18,7 +18,7 @@ from tests.slurm_cluster import SlurmCluster, available
 
 ROOT = Path(__file__).parents[1]
 PYTHON = sys.executable  # the environment dgen is installed in
-ARGS = ["--model", "vae", "--batch-size", "16", "--num-workers", "1", "--tracker", "none", "--log-every", "1",
+ARGS = ["--model", "vae", "--batch-size", "16", "--num-workers", "1", "--tracker", "none", "--no-fid", "--log-every", "1",
         "--sample-every", "1000", "--eval-every", "1000", "--ckpt-every", "1000"]
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).parents[1]
 TRAIN = ROOT / "dgen" / "train.py"
-FAST = ["--batch-size", "16", "--num-workers", "0", "--tracker", "none", "--log-every", "1", "--sample-every", "1000",
+FAST = ["--batch-size", "16", "--num-workers", "0", "--tracker", "none", "--no-fid", "--log-every", "1", "--sample-every", "1000",
         "--eval-every", "1000"]
 
 
@@ -50,7 +50,7 @@ def weights(run: Path) -> dict:
 def test_short_run_outputs_wandb_and_sampling(tmp_path):
     run = tmp_path / "run"
     train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 40, "--batch-size", 32, "--log-every", 5,
-          "--sample-every", 20, "--eval-every", 20, "--num-workers", 1, "--tracker", "wandb")
+          "--sample-every", 20, "--eval-every", 20, "--num-workers", 1, "--tracker", "wandb", "--no-fid")
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["model"], cfg["image_size"], cfg["channels"], cfg["method"]["latent_dim"]) == ("vae", 32, 1, 16)
     train_rows = [r for r in rows(run) if "loss" in r]

@@ -44,3 +44,35 @@ class SampleScores:
         fakes = (self.method.sample(z).float() for z in self.noise.split(256))
         score = self.fid.score(self.real, self.fid.fake_stats(fakes))
         return {f"test/fid_{self.name}": score["fid"], f"test/kid_{self.name}": score["kid"]}
+
+
+def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: str = "cpu") -> dict[str, float]:
+    """FID/KID (classifier features) of a trained run's latest checkpoint against its test split, in one
+    process; `untrained=True` scores the same architecture freshly initialised (the ceiling)."""
+    from types import SimpleNamespace
+
+    from dgen.data.auto import check_data
+    from dgen.engine.run import load_trained
+    from dgen.methods import get_method
+
+    cfg, method, _ = load_trained(run_dir, device)
+    if untrained:
+        torch.manual_seed(cfg.seed)
+        method = get_method(cfg.model)(cfg, method.data)
+        for m in method.models.values():
+            m.to(device).eval()
+    cfg.fid_samples = samples
+    location = check_data(cfg.data, cfg.shards_root)
+    acc = SimpleNamespace(device=torch.device(device), process_index=0, num_processes=1, is_main_process=True)
+    scores = SampleScores(acc, method, location, "test", cfg)
+    return scores()
+
+
+def score_floor(data: str, *, steps: int = 600, device: str = "cpu") -> dict[str, float]:
+    """FID/KID (classifier features) between the train and test splits: the best a generator can expect."""
+    extractor, _ = load_or_train_feature_classifier(data, device=device, steps=steps)
+    fid = FID(extractor, device, batch_size=256)
+    test = fid.real_stats(eval_loader(data, "test", batch_size=256))
+    train = fid.real_stats(eval_loader(data, "train", batch_size=256))
+    score = fid.score(test, train)
+    return {"test/fid_classifier": score["fid"], "test/kid_classifier": score["kid"]}
