@@ -94,7 +94,9 @@ def train(cfg: Config) -> Path:
     checkpoints = Checkpointer(acc, run_dir, cfg.keep_checkpoints)
     state = {"step": 0, "epoch": 0, "batch": 0, "images": 0}
     if ckpt is not None:
+        configured = {p: [g["lr"] for g in optimizers[p].param_groups] for p in phases}
         state = checkpoints.load(ckpt)
+        _apply_learning_rates(optimizers, schedulers, configured)  # the checkpoint's are the old ones
         log.info("resumed %s at step %d", ckpt, state["step"])
     else:
         set_seed(cfg.seed + acc.process_index)  # different sampling noise per rank from here on
@@ -150,7 +152,8 @@ def train(cfg: Config) -> Path:
                     scores = scores or SampleScores(acc, method, location, eval_split, cfg)
                     metrics.update(scores())
                     best = checkpoints.is_best(state, metrics[f"test/fid_{scores.name}"], step)
-                tracker.log(metrics, step)
+                if metrics:
+                    tracker.log(metrics, step)
             if step % cfg.ckpt_every == 0 or last or stopping or best:
                 checkpoints.save(state, list(method.models.values()))
             if stopping:
@@ -181,6 +184,15 @@ def _configure_deepspeed(acc, cfg: Config, method) -> None:
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else acc.num_processes
     ds["train_batch_size"] = cfg.batch_size * world * ds.get("gradient_accumulation_steps", 1)
     ds["gradient_clipping"] = cfg.grad_clip
+
+
+def _apply_learning_rates(optimizers: dict, schedulers: dict, configured: dict) -> None:
+    """After a resume, use this run's learning rates (a resume may change --lr) at the schedule's position."""
+    for phase, lrs in configured.items():
+        sched = schedulers[phase].scheduler if hasattr(schedulers[phase], "scheduler") else schedulers[phase]
+        sched.base_lrs = list(lrs)
+        for group, base, factor in zip(optimizers[phase].param_groups, lrs, sched.lr_lambdas):
+            group["initial_lr"], group["lr"] = base, base * factor(sched.last_epoch)
 
 
 def _run_phase(acc, method, phase, optimizer, micro, clip) -> dict[str, torch.Tensor]:
