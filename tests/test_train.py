@@ -60,7 +60,7 @@ def test_short_run_outputs_wandb_and_sampling(tmp_path):
     test_rows = [r for r in rows(run) if "test/loss" in r]
     assert [r["step"] for r in test_rows] == [20, 40]
     for name in ("samples.png", "curves.png", "reconstructions.png", "variations.png", "traversal.png", "tsne.png",
-                 "samples/step-00000020.png"):
+                 "samples/step-00000020.png", "progress.png"):
         assert (run / "images" / name).stat().st_size > 1000, name
     assert "test/mse" in (run / "report.md").read_text()
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000040"]

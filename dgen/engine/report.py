@@ -9,16 +9,21 @@ import torch
 
 from dgen.data.stream import eval_loader
 from dgen.eval.curves import save_curves
-from dgen.eval.images import save_grid
+from dgen.eval.images import save_grid, save_progress_collage
 from dgen.methods.base import ReportContext
 
 MAX_REPORT_IMAGES = 2048  # test images used for reconstructions, traversals and t-SNE
 
 
-def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str | None, fixed, tracker) -> None:
+def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str | None, fixed, tracker,
+                 progress: list | None = None) -> None:
     if acc.is_main_process:
         images = run_dir / "images"
         pictures = {"samples": save_grid(method.sample(fixed), images / "samples.png")}
+        snapshots = [(step, x) for step, x in (progress or []) if x is not None]
+        if len(snapshots) > 1:  # seed 003's collage: the same 8 latents, one row per sample tick
+            pictures["progress"] = save_progress_collage([x for _, x in snapshots], [s for s, _ in snapshots],
+                                                         images / "progress.png")
         keys = [k for k in ("loss", *method.loss_terms) if any(k in r for r in tracker.records)]
         train_rows = [r for r in tracker.records if any(k in r for k in keys)]
         if train_rows:

@@ -113,6 +113,7 @@ def train(cfg: Config) -> Path:
     fixed = method.noise(64, torch.Generator().manual_seed(cfg.seed)).to(acc.device)
     step_images = cfg.batch_size * cfg.grad_accum * world
 
+    progress: list = []  # (step, first fixed-noise samples) per sample tick, for the progress collage
     stop = StopFlag().install()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -144,7 +145,7 @@ def train(cfg: Config) -> Path:
                 bar.set_postfix({k: f"{values[k]:.4g}" for k in shown} | {"img_s": f"{values['images_per_s']:.0f}"})
                 sums, counts, steps_in_window, t_window = {}, {}, 0, time.perf_counter()
             if step % cfg.sample_every == 0 or last:
-                _samples(acc, method, fixed, run_dir, tracker, step)
+                progress.append((step, _samples(acc, method, fixed, run_dir, tracker, step)))
             best = False
             if eval_split and (step % cfg.eval_every == 0 or last):
                 metrics = _evaluate(acc, method, location, eval_split, cfg)
@@ -161,7 +162,7 @@ def train(cfg: Config) -> Path:
                     log.warning("%s: checkpointed at step %d; continue with --resume --out %s", stop.name, step, run_dir)
                 break
         else:
-            write_report(acc, method, cfg, run_dir, location, eval_split, fixed, tracker)
+            write_report(acc, method, cfg, run_dir, location, eval_split, fixed, tracker, progress)
     finally:
         bar.close()
         stop.restore()
@@ -259,10 +260,14 @@ def _evaluate(acc, method, location, split, cfg) -> dict[str, float]:
     return {f"test/{k}": v / summed[-1] for k, v in zip(keys, summed[:-1])}
 
 
-def _samples(acc, method, fixed, run_dir: Path, tracker, step: int) -> None:
+def _samples(acc, method, fixed, run_dir: Path, tracker, step: int):
+    """Save a grid from the fixed noise (main process); returns its first 8 images for the collage."""
     if acc.is_main_process:
-        path = save_grid(method.sample(fixed), run_dir / "images" / "samples" / f"step-{step:08d}.png")
+        images = method.sample(fixed)
+        path = save_grid(images, run_dir / "images" / "samples" / f"step-{step:08d}.png")
         tracker.images({"samples": path}, step)
+        return images[:8].float().cpu()
+    return None
 
 
 def _schedule(optimizer, cfg: Config):
