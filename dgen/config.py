@@ -69,7 +69,7 @@ class Config:
         return d
 
     def save(self, path: Path) -> None:
-        from dgen.data.manifest import atomic_write_text
+        from dgen.atomic import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 

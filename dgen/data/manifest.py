@@ -13,11 +13,10 @@ e.g. `pipe:aws s3 cp s3://bucket/mnist/{name} -`, for any command that writes a 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dgen.atomic import atomic_write_text
 from dgen.errors import DataError
 
 FORMAT = "dgen-shards"
@@ -99,25 +98,6 @@ class Manifest:
         if name not in self.splits:
             raise DataError(f"dataset {self.dataset!r} has no split {name!r} (it has {', '.join(self.splits)})")
         return self.splits[name]
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write via a temporary file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # -- locations --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import netrc
 import os
 from pathlib import Path
 
-from dgen.data.manifest import atomic_write_text
+from dgen.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

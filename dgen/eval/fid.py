@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -54,6 +53,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 
+from dgen.atomic import atomic_write
 from dgen.data.manifest import is_remote, load_manifest
 from dgen.data.stream import eval_loader, train_loader
 from dgen.errors import DataError
@@ -135,20 +135,6 @@ def _default_cache_dir(data) -> Path:
     return (path.parent if path.name == "manifest.json" else path) / ".dgen-cache"
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    """write(f) into a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _is_dist() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -200,9 +186,9 @@ def load_or_train_feature_classifier(data, cache_dir=None, **kw) -> tuple[DigitC
         model, acc = train_feature_classifier(data, **{**kw, "image_size": image_size, "channels": channels})
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        _atomic_write_bytes(pt, lambda f: torch.save({"meta": meta, "accuracy": acc, "state_dict": state}, f))
+        atomic_write(pt, lambda f: torch.save({"meta": meta, "accuracy": acc, "state_dict": state}, f))
         record = {**meta, "accuracy": acc, "key": key}
-        _atomic_write_bytes(js, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+        atomic_write(js, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
         model.cache_hit, model.cache_path = False, pt
         return model, acc
 
