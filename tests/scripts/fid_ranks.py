@@ -7,13 +7,13 @@ Cases: an uneven split with kid_max below the total (the KID rows are subsampled
 total (all rows kept), and rank 1 seeing no features at all (it must still join the collectives).
 """
 
-import json
 import sys
 
 import torch
 import torch.distributed as dist
 
 from dgen.eval.fid import FeatureStats
+from tests.scripts.gather import write_all_ranks
 
 N, D, CUT = 301, 16, 120  # rank 0 gets rows [0, CUT), rank 1 the rest
 
@@ -43,12 +43,7 @@ def main():
               "subsampled": run(mine, kid_max=100),
               "all_rows": run(mine, kid_max=1000),
               "one_empty": run(x if rank == 0 else x[:0], kid_max=1000)}
-    everyone = [None] * world
-    dist.all_gather_object(everyone, result)
-    if rank == 0:
-        with open(out, "w") as f:
-            json.dump(everyone, f)
-    dist.destroy_process_group()
+    write_all_ranks(result, out)
 
 
 if __name__ == "__main__":

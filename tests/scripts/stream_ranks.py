@@ -5,7 +5,6 @@ every rank saw to a JSON file.
     python -m torch.distributed.run --nproc_per_node 2 tests/scripts/stream_ranks.py SHARDS OUT.json WORKERS
 """
 
-import json
 import sys
 
 import torch
@@ -13,6 +12,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dgen.data.stream import eval_loader, train_loader
+from tests.scripts.gather import write_all_ranks
 
 
 def main():
@@ -38,12 +38,7 @@ def main():
     mine = {"rank": rank, "world": world, "train_len": len(train), "train_steps": steps, "train_keys": train_keys,
             "eval_len": len(test), "eval_keys": eval_keys,
             "weights": [p.detach().sum().item() for p in model.parameters()]}
-    everyone = [None] * world
-    dist.all_gather_object(everyone, mine)
-    if rank == 0:
-        with open(out, "w") as f:
-            json.dump(everyone, f)
-    dist.destroy_process_group()
+    write_all_ranks(mine, out)
 
 
 if __name__ == "__main__":
