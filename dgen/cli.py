@@ -7,6 +7,7 @@
     dgen train --model vae [...]                       same as `accelerate launch dgen/train.py ...`
     dgen sample --run RUN_DIR [--n 64]                 images from a trained run's latest checkpoint
     dgen eval --run RUN_DIR [--untrained] | --data DIR FID/KID (classifier features) of a run, or train vs test
+    dgen eval --table RUN_DIR... [--out F] [--wandb]   domain-adaptation accuracy table (methods x pairs)
 
 `dgen shard SOURCE --help` lists the options of one source.
 """
@@ -115,13 +116,35 @@ def _run_eval(args) -> int:
 
     from dgen.engine.scores import score_floor, score_run
 
-    if bool(args.run_dir) == bool(args.data):
-        raise DgenError("dgen eval needs either --run RUN_DIR or --data SHARDS")
+    if sum(map(bool, (args.run_dir, args.data, args.table))) != 1:
+        raise DgenError("dgen eval needs one of --run RUN_DIR, --data SHARDS or --table RUN_DIR...")
+    if args.table:
+        return _table(args)
     if args.run_dir:
         result = score_run(args.run_dir, untrained=args.untrained, samples=args.samples)
     else:
         result = score_floor(args.data)
     print(json.dumps(result))
+    return 0
+
+
+def _table(args) -> int:
+    from pathlib import Path
+
+    from dgen.atomic import atomic_write_text
+    from dgen.eval.table import collect, log_wandb, markdown
+
+    cells, skipped = collect([Path(r) for r in args.table])
+    for run, why in skipped:
+        print(f"skipped {run}: {why}", file=sys.stderr)
+    if not cells:
+        raise DgenError("no finished domain-adaptation runs among the folders given")
+    text = markdown(cells)
+    print(text, end="")
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+    if args.wandb:
+        print(f"logged to W&B: {log_wandb(cells)}", file=sys.stderr)
     return 0
 
 
@@ -151,11 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="PNG path (default: RUN/images/sampled-seedS.png)")
     p.set_defaults(run=_run_sample)
-    p = sub.add_parser("eval", help="FID/KID (classifier features) of a run, or of train vs test (the floor)")
+    p = sub.add_parser("eval", help="FID/KID (classifier features) of a run, of train vs test (the floor), or the adaptation table")
     p.add_argument("--run", dest="run_dir", help="run folder: score its latest checkpoint")
     p.add_argument("--untrained", action="store_true", help="score the run's architecture freshly initialised")
     p.add_argument("--samples", type=int, default=2000, help="generated images (default: 2000)")
     p.add_argument("--data", help="shard folder: FID between its train and test splits")
+    p.add_argument("--table", nargs="+", metavar="RUN_DIR",
+                   help="domain-adaptation runs: their target accuracy table (rows methods, columns pairs)")
+    p.add_argument("--out", help="with --table: also write the Markdown table here")
+    p.add_argument("--wandb", action="store_true", help="with --table: also log it to W&B (offline without a key)")
     p.set_defaults(run=_run_eval)
     return parser
 

@@ -43,7 +43,7 @@ class Config:
     beta2: float = 0.999
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
-    lr_schedule: str = "constant"  # constant | cosine
+    lr_schedule: str = "constant"  # constant | cosine | dann (lr / (1 + 10 p)^0.75, p = progress; Ganin et al.)
     mixed_precision: str | None = None  # no | fp16 | bf16; None: the launcher's setting (accelerate config)
     image_size: int | None = None  # None: the shards' size
     channels: int | None = None  # None: the shards' channels
@@ -77,7 +77,7 @@ class Config:
 CHOICES = {
     "mixed_precision": (None, "no", "fp16", "bf16"),
     "tracker": ("wandb", "none"),
-    "lr_schedule": ("constant", "cosine"),
+    "lr_schedule": ("constant", "cosine", "dann"),
     "resume": (None, "latest", "auto"),
 }
 POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "eval_every", "ckpt_every",
@@ -148,7 +148,9 @@ def resolve(overrides: dict, replay: dict | None = None, dataset: str | None = N
     cfg.method = method_config(model)
     data = overrides.get("data", base.get("data", Config.data))
     if replay is None:
-        top, meth = preset(model, dataset or Path(str(data)).name)
+        from dgen.engine.run import dataset_name
+
+        top, meth = preset(model, dataset or dataset_name(data))
         update(cfg, top)
         update(cfg.method, meth, "method.")
     for source in (base, overrides):

@@ -79,8 +79,35 @@ def vaegan(dataset: str) -> tuple[dict, dict]:
     return {}, {}
 
 
+# -- domain adaptation: --data SOURCE:TARGET -----------------------------------------------------------
+TRAIN_SIZES = {"digits": 1_437, "digits-m": 1_437, "mnist": 60_000, "mnist-m": 60_000, "usps": 7_291, "svhn": 73_257}
+# The pairs of the seeds (000, 002) and of the DANN paper, and the embedded pair.
+PAIRS = ("digits:digits-m", "usps:mnist-m", "mnist-m:svhn", "svhn:usps", "mnist:mnist-m", "svhn:mnist")
+DIGITS_DA = dict(batch_size=64, max_steps=1500, log_every=50, sample_every=500, eval_every=250, ckpt_every=500)
+
+
+def adaptation(model: str, dataset: str) -> tuple[dict, dict]:
+    """All pairs at 32 px (the GTA networks need 32; RGB if either side is). The embedded pair: dgen's
+    own CPU preset, 1,500 steps of 64 (+64 target) images. The seeds' pairs: seed 002's settings, Adam
+    1e-3 and batch 128 for 100 source epochs (capped at 30,000 steps); GTA: Adam(5e-4, beta1 0.8),
+    batch 100 (its reference implementation's defaults)."""
+    source = dataset.split(":")[0]
+    gta = model == "gta"
+    top: dict = dict(image_size=32)
+    if source in ("digits", "digits-m"):
+        top.update(DIGITS_DA)
+    elif source in TRAIN_SIZES:
+        batch = 100 if gta else 128
+        top.update(batch_size=batch, max_steps=min(30_000, epochs_to_steps(100, TRAIN_SIZES[source], batch)),
+                   log_every=100, sample_every=1000, eval_every=1000, ckpt_every=1000)
+    if gta:
+        top.update(lr=5e-4, beta1=0.8)
+    return top, {}
+
+
 PRESETS = {"vae": vae, "mlp-vae": mlp_vae, "dcgan": dcgan, "lsgan": lambda d: dcgan(d, "lsgan"), "wgan": wgan,
-           "wgan-gp": wgan_gp, "vaegan": vaegan}
+           "wgan-gp": wgan_gp, "vaegan": vaegan,
+           **{m: (lambda d, m=m: adaptation(m, d)) for m in ("source-only", "target-only", "dann", "gta")}}
 
 
 def preset(model: str, dataset: str) -> tuple[dict, dict]:

@@ -259,7 +259,7 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return r, w
 
 
-def _open(data, split, batch_size, image_size, channels) -> tuple[Manifest, list[str], list[int], Decoder]:
+def _open(data, split, batch_size, image_size, channels, labels: bool = True) -> tuple[Manifest, list[str], list[int], Decoder]:
     if batch_size < 1:
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     manifest = load_manifest(data)
@@ -274,19 +274,20 @@ def _open(data, split, batch_size, image_size, channels) -> tuple[Manifest, list
     shards = [sh for sh in info.shards if sh.samples > 0]
     urls = [shard_url(location, sh.name) for sh in shards]
     attributes = tuple(manifest.attributes) if manifest.attributes else None
-    decoder = Decoder(image_size, channels, manifest.classes is not None, attributes)
+    decoder = Decoder(image_size, channels, labels and manifest.classes is not None, attributes if labels else None)
     return manifest, urls, [sh.samples for sh in shards], decoder
 
 
 def train_loader(data, split: str = "train", *, batch_size: int, seed: int = 0, num_workers: int = 2,
                  image_size: int | None = None, channels: int | None = None, epoch_batches: int | None = None,
                  shuffle_buffer: int = 1000, rank: int | None = None, world_size: int | None = None,
-                 pin_memory: bool = False) -> StreamLoader:
+                 pin_memory: bool = False, labels: bool = True) -> StreamLoader:
     """Infinite resampled training stream over `data` (a shard folder, manifest path or remote prefix).
 
     epoch_batches: batches per rank per epoch; default one pass over the split across all ranks.
+    labels=False: never decode labels or attributes (an unsupervised method's target domain).
     """
-    manifest, urls, counts, decoder = _open(data, split, batch_size, image_size, channels)
+    manifest, urls, counts, decoder = _open(data, split, batch_size, image_size, channels, labels)
     rank, world_size = _rank_world(rank, world_size)
     if epoch_batches is None:
         epoch_batches = max(1, math.ceil(sum(counts) / (batch_size * world_size)))

@@ -16,10 +16,11 @@ MAX_REPORT_IMAGES = 2048  # test images used for reconstructions, traversals and
 
 
 def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str | None, fixed, tracker,
-                 progress: list | None = None) -> None:
+                 progress: list | None = None, source: str | None = None) -> None:
+    """`location`: the evaluated data (a domain-adaptation run's target); `source`: that run's source."""
     if acc.is_main_process:
         images = run_dir / "images"
-        pictures = {"samples": save_grid(method.sample(fixed), images / "samples.png")}
+        pictures = {"samples": save_grid(method.sample(fixed), images / "samples.png")} if method.generative else {}
         snapshots = [(step, x) for step, x in (progress or []) if x is not None]
         if len(snapshots) > 1:  # seed 003's collage: the same 8 latents, one row per sample tick
             pictures["progress"] = save_progress_collage([x for _, x in snapshots], [s for s, _ in snapshots],
@@ -33,21 +34,28 @@ def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str
             pictures["test_curves"] = save_curves(test_rows, images / "test_curves.png",
                                                   [k for k in test_rows[-1] if k.startswith("test/")], title="test split")
         if eval_split:
-            batches, n = [], 0
-            for b in eval_loader(location, eval_split, batch_size=256, image_size=cfg.image_size, channels=cfg.channels,
-                                 rank=0, world_size=1):
-                batches.append({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in b.items()})
-                n += len(b["image"])
-                if n >= MAX_REPORT_IMAGES:
-                    break
-            ctx = ReportContext(images, batches, torch.Generator().manual_seed(cfg.seed), acc.device)
+            ctx = ReportContext(images, _test_batches(location, eval_split, cfg, acc.device),
+                                torch.Generator().manual_seed(cfg.seed), acc.device,
+                                _test_batches(source, "test", cfg, acc.device) if source else None)
             pictures.update(method.report(ctx))
         step = tracker.records[-1]["step"] if tracker.records else 0
-        if method.data.dataset == "digits":
+        if method.generative and method.data.dataset == "digits":
             tracker.log(_judge(method, cfg), step)
         tracker.images(pictures, step)
         _markdown(cfg, run_dir, tracker.records, pictures)
     acc.wait_for_everyone()
+
+
+def _test_batches(location: str, split: str, cfg, device) -> list[dict]:
+    """Up to MAX_REPORT_IMAGES images of a test split, in batches on the device."""
+    batches, n = [], 0
+    for b in eval_loader(location, split, batch_size=256, image_size=cfg.image_size, channels=cfg.channels,
+                         rank=0, world_size=1):
+        batches.append({k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()})
+        n += len(b["image"])
+        if n >= MAX_REPORT_IMAGES:
+            break
+    return batches
 
 
 def _judge(method, cfg, n: int = 1000) -> dict[str, float]:

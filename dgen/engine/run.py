@@ -28,12 +28,18 @@ TRAJECTORY = ("seed", "batch_size", "grad_accum", "lr", "beta1", "beta2", "weigh
 
 
 def dataset_name(data: str) -> str:
+    """"celeba" for shards/celeba/; "usps:mnist-m" for a domain pair (each side's last path part)."""
+    from dgen.data.domains import split_pair
+
+    pair = split_pair(str(data))
+    if pair is not None:
+        return ":".join(dataset_name(p) for p in pair)
     return Path(str(data).rstrip("/")).name
 
 
 def newest_run(model: str, data: str, runs: Path = Path("runs")) -> Path | None:
     """The most recent run of (model, dataset) that has a checkpoint."""
-    candidates = [p for p in runs.glob(f"{model}-{dataset_name(data)}-*") if list_checkpoints(p)]
+    candidates = [p for p in runs.glob(f"{model}-{dataset_name(data).replace(':', '-to-')}-*") if list_checkpoints(p)]
     return max(candidates, key=lambda p: p.name) if candidates else None
 
 
@@ -57,7 +63,7 @@ def config_for_run(overrides: dict, replay: dict | None) -> Config:
 
 
 def new_run_name(cfg: Config) -> str:
-    return f"runs/{cfg.model}-{dataset_name(cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"runs/{cfg.model}-{dataset_name(cfg.data).replace(':', '-to-')}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_resumable(cfg: Config, run_dir: Path) -> list[str]:
@@ -87,7 +93,7 @@ def load_trained(run_dir: str | Path, device: str = "cpu"):
     if ckpt is None:
         raise ConfigError(f"{run_dir} has no checkpoint yet")
     cfg = resolve({}, json.loads((run_dir / "config.json").read_text()))
-    spec = DataSpec(dataset_name(cfg.data), cfg.image_size, cfg.channels, None, None)
+    spec = DataSpec(dataset_name(cfg.data), cfg.image_size, cfg.channels, _classes(cfg), None)
     method = get_method(cfg.model)(cfg, spec)
     for i, (name, model) in enumerate(method.models.items()):  # Accelerate saves models in prepare() order
         file = ckpt / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
@@ -102,6 +108,19 @@ def load_trained(run_dir: str | Path, device: str = "cpu"):
         model.load_state_dict(state)
         model.to(device).eval()
     return cfg, method, ckpt
+
+
+def _classes(cfg) -> list[str] | None:
+    """The class names of a classifier run's training data (None for generative runs: they do not need them)."""
+    from dgen.data.auto import data_location
+    from dgen.data.domains import split_pair
+    from dgen.data.manifest import load_manifest
+    from dgen.methods import get_method
+
+    if get_method(cfg.model).generative:
+        return None
+    pair = split_pair(cfg.data)
+    return load_manifest(data_location(pair[0] if pair else cfg.data, cfg.shards_root)).classes
 
 
 def sample_images(run_dir, n: int = 64, seed: int = 0, device: str = "cpu") -> torch.Tensor:

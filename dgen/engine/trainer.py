@@ -26,7 +26,7 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_
 from tqdm import tqdm
 
 from dgen.config import Config, ConfigError
-from dgen.data.auto import ensure_shards
+from dgen.data.domains import PairedLoader, plan_data
 from dgen.data.manifest import load_manifest
 from dgen.data.stream import eval_loader, train_loader
 from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
@@ -58,13 +58,11 @@ def train(cfg: Config) -> Path:
     log.info("%s on %s, %d process(es), precision %s", acc.distributed_type, acc.device, acc.num_processes,
              acc.mixed_precision)
     run_dir, ckpt = _run_dir(cfg, acc)
+    method_cls = get_method(cfg.model)
     with acc.main_process_first():  # rank 0 shards embedded data on first use; the others then find it
-        location = ensure_shards(cfg.data, cfg.shards_root)
-    manifest = load_manifest(location)
-    if manifest.image_size is None and cfg.image_size is None:
-        raise ConfigError(f"images in {location} vary in size: pass --image-size")
-    cfg.image_size = cfg.image_size or manifest.image_size[0]
-    cfg.channels = cfg.channels or manifest.channels
+        plan = plan_data(cfg.data, cfg.shards_root, method_cls.domains, cfg.model, cfg.image_size, cfg.channels)
+    location, manifest = plan.train, plan.manifest
+    cfg.image_size, cfg.channels = plan.image_size, plan.channels
     spec = DataSpec(manifest.dataset, cfg.image_size, cfg.channels, manifest.classes, manifest.attributes)
     if ckpt is not None:
         for change in check_resumable(cfg, run_dir):
@@ -75,7 +73,7 @@ def train(cfg: Config) -> Path:
 
     set_seed(cfg.seed)  # identical initial weights on every rank
     try:
-        method = get_method(cfg.model)(cfg, spec)
+        method = method_cls(cfg, spec)
     except ValueError as e:  # the network cannot take this data (size, channels)
         raise ConfigError(f"{cfg.model} cannot be built for {cfg.image_size}x{cfg.image_size}x{cfg.channels} "
                           f"images from {location}: {e}") from None
@@ -103,14 +101,13 @@ def train(cfg: Config) -> Path:
     tracker = Tracker(acc, cfg, run_dir, resume_step=state["step"] if ckpt is not None else None)
 
     rank, world = acc.process_index, acc.num_processes
-    loader = train_loader(location, "train", batch_size=cfg.batch_size, seed=cfg.seed, num_workers=cfg.num_workers,
-                          image_size=cfg.image_size, channels=cfg.channels, shuffle_buffer=cfg.shuffle_buffer,
-                          rank=rank, world_size=world, pin_memory=acc.device.type == "cuda")
+    loader = _train_loader(plan, cfg, rank, world, acc.device)
     batches = _Batches(loader, state["epoch"], state["batch"], acc.device)
-    eval_split = next((s for s in ("test", "valid") if s in manifest.splits), None)
+    eval_split = next((s for s in ("test", "valid") if s in load_manifest(plan.eval).splits), None)
     scores = None  # sample-quality scores, set up at the first evaluation
-    wants_scores = cfg.fid and eval_split is not None and (manifest.classes or cfg.inception_weights)
-    fixed = method.noise(64, torch.Generator().manual_seed(cfg.seed)).to(acc.device)
+    wants_scores = (method.generative and cfg.fid and eval_split is not None
+                    and (manifest.classes or cfg.inception_weights))
+    fixed = method.noise(64, torch.Generator().manual_seed(cfg.seed)).to(acc.device) if method.generative else None
     step_images = cfg.batch_size * cfg.grad_accum * world
 
     progress: list = []  # (step, first fixed-noise samples) per sample tick, for the progress collage
@@ -144,11 +141,13 @@ def train(cfg: Config) -> Path:
                 shown = [k for k in ("loss", *method.loss_terms) if k in values][:2]
                 bar.set_postfix({k: f"{values[k]:.4g}" for k in shown} | {"img_s": f"{values['images_per_s']:.0f}"})
                 sums, counts, steps_in_window, t_window = {}, {}, 0, time.perf_counter()
-            if step % cfg.sample_every == 0 or last:
+            if method.generative and (step % cfg.sample_every == 0 or last):
                 progress.append((step, _samples(acc, method, fixed, run_dir, tracker, step)))
             best = False
             if eval_split and (step % cfg.eval_every == 0 or last):
-                metrics = _evaluate(acc, method, location, eval_split, cfg)
+                metrics = _evaluate(acc, method, plan.eval, eval_split, cfg)
+                if plan.adaptation:  # how the classifier does on its own source domain, for comparison
+                    metrics.update(_evaluate(acc, method, plan.source, "test", cfg, prefix="source_test/"))
                 if wants_scores:
                     scores = scores or SampleScores(acc, method, location, eval_split, cfg)
                     metrics.update(scores())
@@ -162,7 +161,7 @@ def train(cfg: Config) -> Path:
                     log.warning("%s: checkpointed at step %d; continue with --resume --out %s", stop.name, step, run_dir)
                 break
         else:
-            write_report(acc, method, cfg, run_dir, location, eval_split, fixed, tracker, progress)
+            write_report(acc, method, cfg, run_dir, plan.eval, eval_split, fixed, tracker, progress, plan.source)
     finally:
         bar.close()
         stop.restore()
@@ -242,7 +241,7 @@ def _agree(acc, flag: bool) -> bool:
 
 
 @torch.no_grad()
-def _evaluate(acc, method, location, split, cfg) -> dict[str, float]:
+def _evaluate(acc, method, location, split, cfg, prefix: str = "test/") -> dict[str, float]:
     """Metrics over the whole evaluation split: per-rank sums, added over ranks once at the end."""
     loader = eval_loader(location, split, batch_size=cfg.batch_size, image_size=cfg.image_size,
                          channels=cfg.channels, rank=acc.process_index, world_size=acc.num_processes)
@@ -257,7 +256,19 @@ def _evaluate(acc, method, location, split, cfg) -> dict[str, float]:
     if not keys:
         return {}
     summed = acc.reduce(torch.stack([totals[k] for k in keys] + [count]), "sum").tolist()
-    return {f"test/{k}": v / summed[-1] for k, v in zip(keys, summed[:-1])}
+    return method.finish_eval({f"{prefix}{k}": v / summed[-1] for k, v in zip(keys, summed[:-1])}, prefix)
+
+
+def _train_loader(plan, cfg: Config, rank: int, world: int, device):
+    """The training stream: one dataset, or a labelled source zipped with an unlabelled target."""
+    kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, image_size=cfg.image_size, channels=cfg.channels,
+              shuffle_buffer=cfg.shuffle_buffer, rank=rank, world_size=world, pin_memory=device.type == "cuda")
+    loader = train_loader(plan.train, "train", seed=cfg.seed, **kw)
+    if plan.target is None:
+        return loader
+    # The target's own seed stream; its epoch has the source's length, and its labels are never decoded.
+    target = train_loader(plan.target, "train", seed=cfg.seed + 1_000_003, epoch_batches=len(loader), labels=False, **kw)
+    return PairedLoader(loader, target)
 
 
 def _samples(acc, method, fixed, run_dir: Path, tracker, step: int):
@@ -274,6 +285,8 @@ def _schedule(optimizer, cfg: Config):
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.max_steps) / cfg.max_steps)))
+    if cfg.lr_schedule == "dann":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (1 + 10 * min(s, cfg.max_steps) / cfg.max_steps) ** -0.75)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 

@@ -6,10 +6,11 @@ from dgen.errors import DgenError
 
 
 def _registry() -> dict:
+    from dgen.methods.adapt import METHODS as ADAPTATION
     from dgen.methods.gan import METHODS as GANS
     from dgen.methods.vae import VAE, MlpVAEMethod
 
-    return {"vae": VAE, "mlp-vae": MlpVAEMethod, **GANS}
+    return {"vae": VAE, "mlp-vae": MlpVAEMethod, **GANS, **ADAPTATION}
 
 
 def get_method(name: str):

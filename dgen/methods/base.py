@@ -10,6 +10,7 @@ the DDP-wrapped versions there); `self.unwrap(name)` gives the bare module for s
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,17 @@ class ReportContext:
     test_batches: list[dict]  # the test split (up to a few thousand images), on the device
     generator: torch.Generator  # seeded: reports are reproducible
     device: torch.device
+    source_batches: list[dict] | None = None  # a domain-adaptation run's source test split (the other domain)
 
 
 class Method:
     Config: ClassVar[type]  # dataclass of the method's hyper-parameters
     phases: ClassVar[tuple[str, ...]]
     loss_terms: ClassVar[tuple[str, ...]] = ()  # logged terms besides "loss", drawn as learning curves
+    generative: ClassVar[bool] = True  # draws samples from noise (sample grids, FID/KID); False for classifiers
+    # None: trains on one dataset. Domain adaptation (--data SOURCE:TARGET): "source" or "target" (that
+    # domain's labelled data only), "both" (labelled source + unlabelled target); evaluated on the target.
+    domains: ClassVar[str | None] = None
 
     def __init__(self, cfg, data: DataSpec):
         self.cfg, self.hp, self.data = cfg, cfg.method, data
@@ -88,6 +94,10 @@ class Method:
         """Per-batch *sums* of evaluation metrics; the trainer adds them over the split and all ranks."""
         return {}
 
+    def finish_eval(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        """Turn the evaluation means (sums / images, keys prefixed) into the logged metrics, e.g. ratios."""
+        return metrics
+
     def report(self, ctx: ReportContext) -> dict[str, Path]:
         """Method-specific pictures for the final report (main process). Name -> PNG path."""
         return {}
@@ -95,6 +105,23 @@ class Method:
     # -- provided ------------------------------------------------------------------------------------
     def unwrap(self, name: str) -> nn.Module:
         return self._unwrap(self.models[name])
+
+    @contextmanager
+    def frozen(self, *names: str):
+        """Models that a phase runs but does not update (e.g. D in a GAN's G step): their parameters need no
+        gradient, and under DDP their replicas skip the all-reduce, so only the phase's own models are synced."""
+        params = [p for n in names for p in self.models[n].parameters()]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.accelerator is not None:
+                    for n in names:
+                        stack.enter_context(self.accelerator.no_sync(self.models[n]))
+                yield
+        finally:
+            for p in params:
+                p.requires_grad_(True)
 
     def adam(self, params, lr: float | None = None) -> torch.optim.Adam:
         c = self.cfg

@@ -8,7 +8,7 @@ A GAN flavour is a (d_loss, g_loss) pair sharing one signature (`AdversarialLoss
 seed 001 (label flipping every k steps, Gaussian label noise, noise on the discriminator's inputs)
 are switches that work with any loss. Each trainer step runs "D" (and "G", every `n_critic`-th
 step). The fake batch for D is made under no_grad (DDP would otherwise wait for G's gradients);
-in the G step D is frozen and runs under `no_sync`, so only G's gradients are all-reduced: no
+in the G step D is frozen (`Method.frozen`: no gradients, `no_sync`), so only G's gradients are all-reduced: no
 gradient is reduced twice or left unsynchronised.
 
 Losses (per batch, averaged over images):
@@ -20,7 +20,6 @@ Losses (per batch, averaged over images):
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -200,24 +199,10 @@ class GAN(Method):
                 loss = loss + self.hp.gp_weight * self._gradient_penalty(D, real, fake)
             return {"loss": loss, "d_loss": loss.detach(), "d_real": out_real.detach().float().mean(),
                     "d_fake": out_fake.detach().float().mean()}
-        with self._frozen(D):
+        with self.frozen("D"):
             out = D(self._d_input(G(z)))
             loss = self.adversarial.g_loss(out.float(), torch.ones(n, device=real.device))
         return {"loss": loss, "g_loss": loss.detach()}
-
-    @contextlib.contextmanager
-    def _frozen(self, D):
-        """D's parameters need no gradient in the G step, and its replicas need no all-reduce."""
-        params = list(D.parameters())
-        for p in params:
-            p.requires_grad_(False)
-        sync = self.accelerator.no_sync(D) if self.accelerator is not None else contextlib.nullcontext()
-        try:
-            with sync:
-                yield
-        finally:
-            for p in params:
-                p.requires_grad_(True)
 
     def _gradient_penalty(self, D, real, fake):
         eps = torch.rand(len(real), 1, 1, 1, device=real.device)

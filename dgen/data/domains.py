@@ -1,0 +1,130 @@
+"""Two-domain data for domain adaptation: `--data SOURCE:TARGET`.
+
+    accelerate launch dgen/train.py --model dann --data digits:digits-m      # embedded pair, CPU ok
+    accelerate launch dgen/train.py --model dann --data usps:mnist-m         # after `dgen shard usps` etc.
+    accelerate launch dgen/train.py --model source-only --data shards/svhn:shards/usps
+
+Each side is a dataset name (SHARDS_ROOT/NAME, embedded ones sharded on first use) or a shard
+folder or URL. A method says which domains it trains on (`Method.domains`): "source" (labelled
+source only: the lower bound), "target" (labelled target only: the upper bound) or "both"
+(labelled source zipped with the *unlabelled* target: DANN, GTA). For "both" the target's labels are
+never decoded, so an unsupervised method cannot use them by mistake: its batches hold "image" and
+"label" (source) and "target_image" only. Every method is evaluated on the target's test split.
+
+Both sides are brought to one size and channel count: by default the larger image size of the
+two, and RGB if either side is RGB (a grayscale image is repeated over the three channels; seed
+002's note on USPS->MNIST-M). `--image-size` and `--channels` override (e.g. `--channels 1`
+converts an RGB side to luma, seed 002's trick for MNIST-M->SVHN).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+from dgen.data.auto import ensure_shards
+from dgen.data.manifest import Manifest, load_manifest
+from dgen.data.stream import StreamLoader
+from dgen.errors import DataError
+
+_PAIR = re.compile(r":(?!//)")  # a colon that does not start "://" (remote URLs keep theirs)
+
+
+def split_pair(data: str) -> tuple[str, str] | None:
+    """("usps", "mnist-m") for "usps:mnist-m"; None for a single dataset; DataError if malformed."""
+    parts = _PAIR.split(data)
+    if len(parts) == 1:
+        return None
+    if len(parts) != 2 or not all(parts):
+        raise DataError(f"--data {data!r}: expected SOURCE:TARGET (two dataset names or shard folders)")
+    return parts[0], parts[1]
+
+
+def pair_name(data: str) -> str:
+    """A readable domain-pair label: "usps→mnist-m" (folder paths shortened to their last part)."""
+    pair = split_pair(data)
+    if pair is None:
+        return data.rstrip("/").split("/")[-1]
+    return "→".join(p.rstrip("/").split("/")[-1] for p in pair)
+
+
+@dataclass
+class DataPlan:
+    """Where a run trains and evaluates, and at which image size and channels."""
+
+    train: str  # the labelled training data (the source, or the target for the upper bound)
+    target: str | None  # the unlabelled target zipped into training ("both" methods), else None
+    eval: str  # the data whose test split is evaluated (the target for domain-adaptation runs)
+    source: str | None  # the source of a domain-adaptation run (its test split is reported too)
+    manifest: Manifest  # of `train`
+    image_size: int
+    channels: int
+
+    @property
+    def adaptation(self) -> bool:
+        return self.source is not None
+
+
+def plan_data(data: str, shards_root: str, domains: str | None, model: str, image_size: int | None,
+              channels: int | None) -> DataPlan:
+    """Resolve --data for a method that trains on `domains` (None: one dataset). Shards embedded
+    datasets on first use, so call it on one rank first (`main_process_first`)."""
+    from dgen.config import ConfigError
+
+    pair = split_pair(data)
+    if domains is None:
+        if pair is not None:
+            raise ConfigError(f"--data {data}: SOURCE:TARGET pairs are for the domain-adaptation models "
+                              f"(source-only, target-only, dann, gta), not {model}")
+        location = ensure_shards(data, shards_root)
+        manifest = load_manifest(location)
+        if manifest.image_size is None and image_size is None:
+            raise ConfigError(f"images in {location} vary in size: pass --image-size")
+        return DataPlan(location, None, location, None, manifest, image_size or manifest.image_size[0],
+                        channels or manifest.channels)
+    if pair is None:
+        raise ConfigError(f"{model} adapts between two domains: pass --data SOURCE:TARGET "
+                          f"(e.g. --data digits:digits-m), got --data {data}")
+    src, tgt = (ensure_shards(p, shards_root) for p in pair)
+    ms, mt = load_manifest(src), load_manifest(tgt)
+    for m, loc, side in ((ms, src, "source"), (mt, tgt, "target")):
+        if not m.classes:
+            raise DataError(f"the {side} {loc} has no class labels: domain adaptation needs labelled classes on "
+                            "both sides (the target's are used only to evaluate, and by target-only)")
+        if m.image_size is None and image_size is None:
+            raise ConfigError(f"images in the {side} {loc} vary in size: pass --image-size")
+        for split in ("train", "test"):
+            if split not in m.splits or m.split(split).samples == 0:
+                raise DataError(f"the {side} {loc} has no {split!r} samples: both domains need a train and a test split")
+    if len(ms.classes) != len(mt.classes):
+        raise DataError(f"the domains have different classes: source {src} has {len(ms.classes)} "
+                        f"({', '.join(ms.classes[:12])}), target {tgt} has {len(mt.classes)} "
+                        f"({', '.join(mt.classes[:12])})")
+    size = image_size or max(ms.image_size[0], mt.image_size[0])
+    ch = channels or max(ms.channels, mt.channels)
+    train, manifest = (tgt, mt) if domains == "target" else (src, ms)
+    return DataPlan(train, tgt if domains == "both" else None, tgt, src, manifest, size, ch)
+
+
+class PairedLoader:
+    """A labelled source stream zipped with an unlabelled target stream of the same epoch length:
+    batches {"image", "label", "key"} of the source plus {"target_image", "target_key"}."""
+
+    def __init__(self, source: StreamLoader, target: StreamLoader):
+        if len(source) != len(target):
+            raise DataError(f"paired streams must have equal epochs, got {len(source)} and {len(target)} batches")
+        if target.stream.decoder.labelled:
+            raise DataError("the target stream of an unsupervised method must not decode labels")
+        self.source, self.target = source, target
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.source.set_epoch(epoch, start_batch)
+        self.target.set_epoch(epoch, start_batch)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __iter__(self) -> Iterator[dict]:
+        for s, t in zip(self.source, self.target):
+            yield {**s, "target_image": t["image"], "target_key": t["key"]}

@@ -1,0 +1,198 @@
+"""Domain adaptation end to end on real shards (digits -> digits-m): the four methods train and
+report target accuracy, per-class accuracy, t-SNE maps and the seeds' table; the target's labels
+never reach an unsupervised method; DDP keeps every network identical on 2 real processes; bad
+pairs fail with one clear message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from dgen.config import ConfigError
+from dgen.data.domains import PairedLoader, plan_data, split_pair
+from dgen.data.shard import write_shards
+from dgen.data.sources import get_source
+from dgen.data.sources.base import Sample, Source
+from dgen.data.stream import train_loader
+from dgen.errors import DataError
+from dgen.models.domain import GradientReversal, build_classifier
+from tests.test_train import ROOT, TRAIN, _free_port, env, rows, train
+
+FAST = ["--batch-size", "16", "--num-workers", "0", "--tracker", "none", "--log-every", "1", "--eval-every", "1000"]
+
+
+@dataclass
+class Relabelled(Source):
+    """Another source's images under mapped labels (`label_map[label]`), for poisoned and mismatched domains."""
+
+    name = "relabelled"
+    base: Source | None = None
+    label_map: tuple[int, ...] = tuple(range(10))
+
+    def __post_init__(self):
+        self.classes = [str(i) for i in range(max(self.label_map) + 1)]
+
+    def splits(self):
+        return self.base.splits()
+
+    def read(self, split, index):
+        s = self.base.read(split, index)
+        return Sample(s.key, s.image, self.label_map[s.label])
+
+
+@pytest.fixture(scope="session")
+def digits_m_shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards") / "digits-m"
+    write_shards(get_source("digits-m")(size=32), out, size=32, channels=3, per_shard=500, progress=False)
+    return out
+
+
+def _relabelled(root: Path, label_map) -> Path:
+    out = root / "relabelled"
+    write_shards(Relabelled(base=get_source("digits-m")(size=32), label_map=tuple(label_map)), out, size=32,
+                 channels=3, per_shard=500, progress=False)
+    return out
+
+
+# -- parts ----------------------------------------------------------------------------------------
+def test_pairs_parse_and_keep_url_colons():
+    assert split_pair("usps:mnist-m") == ("usps", "mnist-m")
+    assert split_pair("shards/a:/data/b") == ("shards/a", "/data/b")
+    assert split_pair("s3://bucket/a:https://host/b") == ("s3://bucket/a", "https://host/b")
+    assert split_pair("digits") is None and split_pair("s3://bucket/digits") is None
+    for bad in ("usps:", ":svhn", "a:b:c"):
+        with pytest.raises(DataError, match="SOURCE:TARGET"):
+            split_pair(bad)
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient():
+    x = torch.randn(4, 3, requires_grad=True)
+    y = GradientReversal()(x, 0.25)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, -0.25))
+
+
+@pytest.mark.parametrize("arch,size,dim", [("cnn", 28, 800), ("cnn", 32, 1250), ("conv5", 32, 512), ("gta", 32, 128)])
+def test_architectures_of_the_seeds(arch, size, dim):
+    F, C = build_classifier(arch, 3, size)
+    assert F.dim == dim  # seed 002's DANN CNN gives 800 features at 28 px; seed 000's extractor 512; GTA's F 128
+    F.eval(), C.eval()
+    assert C(F(torch.zeros(2, 3, size, size))).shape == (2, 10)
+
+
+def test_gta_networks_need_32_px():
+    with pytest.raises(ValueError, match="32x32"):
+        build_classifier("gta", 3, 28)
+
+
+def test_paired_batches_hold_no_target_labels(digits_shards, digits_m_shards):
+    kw = dict(batch_size=8, num_workers=0, image_size=32, channels=3, rank=0, world_size=1)
+    src = train_loader(digits_shards, **kw)
+    tgt = train_loader(digits_m_shards, epoch_batches=len(src), labels=False, **kw)
+    batch = next(iter(PairedLoader(src, tgt)))
+    assert set(batch) == {"image", "label", "key", "target_image", "target_key"}
+    assert batch["image"].shape == batch["target_image"].shape == (8, 3, 32, 32)  # gray source repeated to RGB
+    with pytest.raises(DataError, match="must not decode labels"):
+        PairedLoader(src, train_loader(digits_m_shards, epoch_batches=len(src), **kw))
+
+
+def test_bad_pairs_are_clear_errors(digits_shards, digits_m_shards, tmp_path):
+    with pytest.raises(ConfigError, match="not vae"):
+        plan_data(f"{digits_shards}:{digits_m_shards}", "shards", None, "vae", None, None)
+    with pytest.raises(ConfigError, match="SOURCE:TARGET"):
+        plan_data(str(digits_shards), "shards", "both", "dann", None, None)
+    five = _relabelled(tmp_path, [c % 5 for c in range(10)])
+    with pytest.raises(DataError, match="different classes.*has 10.*has 5"):
+        plan_data(f"{digits_shards}:{five}", "shards", "both", "dann", None, None)
+    with pytest.raises(DataError, match="no shards at"):
+        plan_data(f"{digits_shards}:{tmp_path / 'nothing'}", "shards", "both", "dann", None, None)
+    plan = plan_data(f"{digits_shards}:{digits_m_shards}", "shards", "target", "target-only", None, None)
+    assert (plan.train, plan.eval, plan.target, plan.channels) == (str(digits_m_shards), str(digits_m_shards), None, 3)
+
+
+# -- whole runs -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def adaptation_runs(tmp_path_factory, digits_shards, digits_m_shards) -> dict[str, Path]:
+    """Each method, 6 steps on digits -> digits-m, evaluated at the end."""
+    tmp = tmp_path_factory.mktemp("adapt")
+    runs = {}
+    for model in ("source-only", "target-only", "dann", "gta"):
+        runs[model] = tmp / model
+        train(tmp, "--model", model, "--data", f"{digits_shards}:{digits_m_shards}", "--out", runs[model],
+              "--max-steps", 6, *FAST)
+    return runs
+
+
+def test_every_method_reports_target_accuracy_and_tsne(adaptation_runs):
+    for model, run in adaptation_runs.items():
+        final = [r for r in rows(run) if "test/accuracy" in r][-1]
+        assert final["step"] == 6
+        assert 0.0 <= final["test/accuracy"] <= 1.0 and 0.0 <= final["source_test/accuracy"] <= 1.0
+        per_class = [final[f"test/class_accuracy/{c}"] for c in range(10)]
+        # digits-m's test split has 35-37 images per class: the per-class mean is close to the overall one
+        assert abs(sum(per_class) / 10 - final["test/accuracy"]) < 0.02, model
+        images = run / "images"
+        assert (images / "tsne_class.png").is_file() and (images / "tsne_domain.png").is_file(), model
+        assert not (images / "samples.png").exists()  # classifiers draw no samples
+        trained = [r for r in rows(run) if "loss" in r or "d_loss" in r]
+        assert [r["step"] for r in trained] == list(range(1, 7)), model
+    dann = [r for r in rows(adaptation_runs["dann"]) if "grl_coeff" in r]
+    coeffs = [r["grl_coeff"] for r in dann]
+    assert coeffs[0] == 0.0 and coeffs == sorted(coeffs) and coeffs[-1] < 1.0  # 2/(1+exp(-10p))-1 rising from 0
+
+
+def test_table_of_runs(adaptation_runs, tmp_path):
+    out = tmp_path / "table.md"
+    cmd = [sys.executable, "-m", "dgen", "eval", "--table", *map(str, adaptation_runs.values()), str(tmp_path),
+           "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env())
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "| | digits→digits-m |"
+    labels = [line.split(" | ")[0].lstrip("| ") for line in lines[2:6]]
+    assert labels == ["Train on source (lower bound)", "DANN", "GTA", "Train on target (upper bound)"]
+    acc = [r for r in rows(adaptation_runs["dann"]) if "test/accuracy" in r][-1]["test/accuracy"]
+    assert f"| DANN | {100 * acc:.2f}% |" in done.stdout
+    assert f"skipped {tmp_path}: no config.json" in done.stderr
+    assert out.read_text() == done.stdout
+
+
+def test_target_labels_never_reach_dann(tmp_path, digits_shards, digits_m_shards):
+    """DANN trained with the target's labels scrambled ends with exactly the same weights."""
+    scrambled = _relabelled(tmp_path, [(c + 3) % 10 for c in range(10)])
+    finals = []
+    for target in (digits_m_shards, scrambled):
+        run = tmp_path / f"run-{target.name}"
+        train(tmp_path, "--model", "dann", "--data", f"{digits_shards}:{target}", "--out", run, "--max-steps", 4,
+              *FAST, "--eval-every", 1000, "--no-progress")
+        ckpt = sorted((run / "checkpoints").glob("step-*"))[-1]
+        finals.append({f.name: f.read_bytes() for f in ckpt.glob("model*.safetensors")})
+    assert finals[0] == finals[1] and len(finals[0]) == 3  # F, C, D
+
+
+@pytest.mark.parametrize("model", ["dann", "gta"])
+def test_two_processes_keep_every_network_identical(tmp_path, model, digits_shards, digits_m_shards):
+    run = tmp_path / "run"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "launch" / "cpu-2proc.yaml"), "--main_process_port",
+           str(_free_port()), str(TRAIN), "--model", model, "--data", f"{digits_shards}:{digits_m_shards}",
+           "--out", str(run), "--max-steps", "4", "--ckpt-every", "2", "--keep-checkpoints", "5", *FAST]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    for step in (2, 4):  # the trainer compares every network's parameters across ranks before each checkpoint
+        state = json.loads((run / "checkpoints" / f"step-{step:08d}" / "trainer_state.json").read_text())
+        assert state["replicas_checked"] == 2
+    final = [r for r in rows(run) if "test/accuracy" in r][-1]
+    assert final["step"] == 4  # evaluated over the target test split, gathered from both ranks
+
+
+def test_adaptation_model_without_a_pair_fails_clearly(tmp_path, digits_shards):
+    done = train(tmp_path, "--model", "dann", "--data", str(digits_shards), "--max-steps", 2, *FAST, check=False)
+    assert done.returncode == 2 and "pass --data SOURCE:TARGET" in done.stderr
