@@ -6,6 +6,7 @@ pairs fail with one clear message."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -151,8 +152,9 @@ def test_every_method_reports_target_accuracy_and_tsne(adaptation_runs):
 def test_table_of_runs(adaptation_runs, tmp_path):
     out = tmp_path / "table.md"
     cmd = [sys.executable, "-m", "dgen", "eval", "--table", *map(str, adaptation_runs.values()), str(tmp_path),
-           "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env())
+           "--out", str(out), "--wandb"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**env(), "WANDB_MODE": "offline"},
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "| | digits→digits-m |"
@@ -162,6 +164,12 @@ def test_table_of_runs(adaptation_runs, tmp_path):
     assert f"| DANN | {100 * acc:.2f}% |" in done.stdout
     assert f"skipped {tmp_path}: no config.json" in done.stderr
     assert out.read_text() == done.stdout
+    (record,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")  # the table, read back from W&B's own file
+    wandb = Path(sys.executable).parent / "wandb"
+    summary = subprocess.run([str(wandb), "leet", "inspect", "--summary", str(record)], capture_output=True, text=True,
+                             timeout=60).stdout
+    assert "adaptation_table" in summary
+    assert re.search(rf"dann/digits→digits-m/accuracy_mean\s+{re.escape(str(acc))}\n", summary), summary
 
 
 def test_target_labels_never_reach_dann(tmp_path, digits_shards, digits_m_shards):

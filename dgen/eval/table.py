@@ -112,5 +112,6 @@ def log_wandb(cells: dict[tuple[str, str], Cell], project: str = "dgen") -> str:
     for (model, pair), cell in cells.items():
         run.summary[f"{model}/{pair}/accuracy_mean"] = cell.mean
         run.summary[f"{model}/{pair}/accuracy_std"] = cell.std
+    folder = str(Path(run.dir).parent)
     run.finish()
-    return run.dir
+    return folder
