@@ -142,8 +142,12 @@ def test_every_method_reports_target_accuracy_and_tsne(adaptation_runs):
         images = run / "images"
         assert (images / "tsne_class.png").is_file() and (images / "tsne_domain.png").is_file(), model
         assert not (images / "samples.png").exists()  # classifiers draw no samples
+        assert "test/accuracy" in (run / "report.md").read_text()
         trained = [r for r in rows(run) if "loss" in r or "d_loss" in r]
         assert [r["step"] for r in trained] == list(range(1, 7)), model
+    done = subprocess.run([sys.executable, "-m", "dgen", "sample", "--run", str(adaptation_runs["dann"])],
+                          capture_output=True, text=True, timeout=120, env=env())
+    assert done.returncode == 2 and "a classifier draws no samples" in done.stderr
     dann = [r for r in rows(adaptation_runs["dann"]) if "grl_coeff" in r]
     coeffs = [r["grl_coeff"] for r in dann]
     assert coeffs[0] == 0.0 and coeffs == sorted(coeffs) and coeffs[-1] < 1.0  # 2/(1+exp(-10p))-1 rising from 0
@@ -204,3 +208,17 @@ def test_two_processes_keep_every_network_identical(tmp_path, model, digits_shar
 def test_adaptation_model_without_a_pair_fails_clearly(tmp_path, digits_shards):
     done = train(tmp_path, "--model", "dann", "--data", str(digits_shards), "--max-steps", 2, *FAST, check=False)
     assert done.returncode == 2 and "pass --data SOURCE:TARGET" in done.stderr
+
+
+@pytest.mark.parametrize("pair", ["digits:digits-m", "usps:mnist-m", "mnist-m:svhn", "svhn:usps", "mnist:mnist-m",
+                                  "svhn:mnist"])
+def test_presets_for_the_seeds_pairs(pair):
+    from dgen.config import resolve
+
+    for model in ("source-only", "target-only", "dann", "gta"):
+        cfg = resolve({"model": model, "data": pair})
+        assert cfg.image_size == 32 and cfg.max_steps >= 1000, (model, pair)
+        if model == "gta":  # the reference implementation's Adam(5e-4, beta1 0.8)
+            assert (cfg.lr, cfg.beta1) == (5e-4, 0.8)
+    assert resolve({"model": "dann", "data": f"shards/{pair.replace(':', ':shards/')}"}).max_steps == \
+        resolve({"model": "dann", "data": pair}).max_steps  # folders name the same pair

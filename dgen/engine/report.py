@@ -42,7 +42,7 @@ def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str
         if method.generative and method.data.dataset == "digits":
             tracker.log(_judge(method, cfg), step)
         tracker.images(pictures, step)
-        _markdown(cfg, run_dir, tracker.records, pictures)
+        _markdown(cfg, run_dir, tracker.records, pictures, method.generative)
     acc.wait_for_everyone()
 
 
@@ -70,7 +70,7 @@ def _judge(method, cfg, n: int = 1000) -> dict[str, float]:
             "judge/classes_covered": verdict["classes_covered"]}
 
 
-def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]) -> None:
+def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path], generative: bool = True) -> None:
     last_train = next((r for r in reversed(records) if "images" in r), {})
     last_test = next((r for r in reversed(records) if any(k.startswith("test/") for k in r)), {})
     judge = next((r for r in reversed(records) if "judge/confidence" in r), {})
@@ -92,6 +92,7 @@ def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]
                   "Classifier-feature FIDs compare runs on the same shards; they are not Inception FIDs."]
     lines += ["", "## Pictures", ""]
     lines += [f"- {name}: `{Path(p).relative_to(run_dir)}`" for name, p in pictures.items()]
-    lines += ["", "## Config", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", "",
-              f"Samples from the latest checkpoint: `dgen sample --run {run_dir}`", ""]
+    lines += ["", "## Config", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", ""]
+    if generative:
+        lines += [f"Samples from the latest checkpoint: `dgen sample --run {run_dir}`", ""]
     (run_dir / "report.md").write_text("\n".join(lines))

@@ -125,5 +125,7 @@ def _classes(cfg) -> list[str] | None:
 
 def sample_images(run_dir, n: int = 64, seed: int = 0, device: str = "cpu") -> torch.Tensor:
     cfg, method, _ = load_trained(run_dir, device)
+    if not method.generative:
+        raise ConfigError(f"{run_dir} is a {cfg.model} run: a classifier draws no samples (see its report.md and images/)")
     z = method.noise(n, torch.Generator().manual_seed(seed)).to(device)
     return method.sample(z)
