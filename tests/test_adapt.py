@@ -131,6 +131,24 @@ def adaptation_runs(tmp_path_factory, digits_shards, digits_m_shards) -> dict[st
     return runs
 
 
+def test_polarity_flips_invert_about_half_the_labelled_images():
+    from dgen.config import resolve
+    from dgen.methods import get_method
+    from dgen.methods.base import DataSpec
+
+    cfg = resolve({"model": "dann", "data": "digits:digits-m", "method": {"invert_prob": 0.5}})
+    method = get_method("dann")(cfg, DataSpec("digits", 32, 3, [str(i) for i in range(10)], None))
+    x = torch.rand(1000, 3, 32, 32) + 0.1  # positive images: a flipped one is negative everywhere
+    torch.manual_seed(0)
+    out = method.labelled_images({"image": x})
+    flipped = (out < 0).flatten(1).all(1)
+    assert torch.equal(out[flipped], -x[flipped]) and torch.equal(out[~flipped], x[~flipped])
+    assert 400 < int(flipped.sum()) < 600
+    cfg.method.invert_prob = 1.5
+    with pytest.raises(ConfigError, match="invert-prob"):
+        get_method("dann")(cfg, DataSpec("digits", 32, 3, [str(i) for i in range(10)], None))
+
+
 def test_every_method_reports_target_accuracy_and_tsne(adaptation_runs):
     for model, run in adaptation_runs.items():
         final = [r for r in rows(run) if "test/accuracy" in r][-1]
@@ -153,17 +171,21 @@ def test_every_method_reports_target_accuracy_and_tsne(adaptation_runs):
     assert coeffs[0] == 0.0 and coeffs == sorted(coeffs) and coeffs[-1] < 1.0  # 2/(1+exp(-10p))-1 rising from 0
 
 
-def test_table_of_runs(adaptation_runs, tmp_path):
+def test_table_of_runs(adaptation_runs, tmp_path, digits_shards, digits_m_shards):
     out = tmp_path / "table.md"
-    cmd = [sys.executable, "-m", "dgen", "eval", "--table", *map(str, adaptation_runs.values()), str(tmp_path),
+    flips = tmp_path / "flips"
+    train(tmp_path, "--model", "source-only", "--data", f"{digits_shards}:{digits_m_shards}", "--out", flips,
+          "--max-steps", 6, "--invert-prob", 0.5, *FAST)
+    cmd = [sys.executable, "-m", "dgen", "eval", "--table", *map(str, adaptation_runs.values()), str(flips), str(tmp_path),
            "--out", str(out), "--wandb"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**env(), "WANDB_MODE": "offline"},
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "| | digits→digits-m |"
-    labels = [line.split(" | ")[0].lstrip("| ") for line in lines[2:6]]
-    assert labels == ["Train on source (lower bound)", "DANN", "GTA", "Train on target (upper bound)"]
+    labels = [line.split(" | ")[0].lstrip("| ") for line in lines[2:7]]
+    assert labels == ["Train on source (lower bound)", "Train on source (lower bound) + polarity flips", "DANN", "GTA",
+                      "Train on target (upper bound)"]
     acc = [r for r in rows(adaptation_runs["dann"]) if "test/accuracy" in r][-1]["test/accuracy"]
     assert f"| DANN | {100 * acc:.2f}% |" in done.stdout
     assert f"skipped {tmp_path}: no config.json" in done.stderr
