@@ -239,7 +239,7 @@ def test_presets_for_the_seeds_pairs(pair):
 
     for model in ("source-only", "target-only", "dann", "gta"):
         cfg = resolve({"model": model, "data": pair})
-        assert cfg.image_size == 32 and cfg.max_steps >= 1000, (model, pair)
+        assert cfg.image_size == 32 and cfg.max_steps >= 500, (model, pair)
         if model == "gta":  # the reference implementation's Adam(5e-4, beta1 0.8)
             assert (cfg.lr, cfg.beta1) == (5e-4, 0.8)
     assert resolve({"model": "dann", "data": f"shards/{pair.replace(':', ':shards/')}"}).max_steps == \
