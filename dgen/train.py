@@ -3,6 +3,7 @@
     accelerate launch dgen/train.py --model vae                      # conv VAE on embedded digits, CPU ok
     accelerate launch dgen/train.py --model vae --data celeba        # after `dgen shard celeba --root ...`
     accelerate launch dgen/train.py --model vae --max-steps 200 --tracker none
+    accelerate launch dgen/train.py --model dann --data digits:digits-m    # domain adaptation: SOURCE:TARGET
     accelerate launch dgen/train.py --out runs/my-run --resume       # continue exactly where it stopped
     accelerate launch dgen/train.py --model vae --help               # every flag, with the preset's defaults
 
@@ -31,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_for_run(overrides, replay)
         if dry_run:
             from dgen.data.auto import check_data
+            from dgen.data.domains import split_pair
 
-            location = check_data(cfg.data, cfg.shards_root)
+            pair = split_pair(cfg.data)
+            location = ":".join(check_data(d, cfg.shards_root) for d in pair) if pair else check_data(cfg.data, cfg.shards_root)
             print(f"dry run: {cfg.model} on {location}, {cfg.max_steps} steps of batch {cfg.batch_size} per process, "
                   f"run folder {cfg.out or '(new, timestamped)'}, resume {cfg.resume or 'no'}")
             return 0

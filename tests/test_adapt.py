@@ -230,6 +230,10 @@ def test_two_processes_keep_every_network_identical(tmp_path, model, digits_shar
 def test_adaptation_model_without_a_pair_fails_clearly(tmp_path, digits_shards):
     done = train(tmp_path, "--model", "dann", "--data", str(digits_shards), "--max-steps", 2, *FAST, check=False)
     assert done.returncode == 2 and "pass --data SOURCE:TARGET" in done.stderr
+    done = train(tmp_path, "--model", "dann", "--data", f"{digits_shards}:{tmp_path / 'none'}", "--dry-run", check=False)
+    assert done.returncode == 2 and f"no shards at {tmp_path / 'none'}" in done.stderr
+    done = train(tmp_path, "--model", "dann", "--data", f"{digits_shards}:{digits_shards}", "--dry-run")
+    assert f"dry run: dann on {digits_shards}:{digits_shards}, 500 steps" in done.stdout
 
 
 @pytest.mark.parametrize("pair", ["digits:digits-m", "usps:mnist-m", "mnist-m:svhn", "svhn:usps", "mnist:mnist-m",
