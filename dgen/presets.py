@@ -81,9 +81,7 @@ def vaegan(dataset: str) -> tuple[dict, dict]:
 
 # -- domain adaptation: --data SOURCE:TARGET -----------------------------------------------------------
 TRAIN_SIZES = {"digits": 1_437, "digits-m": 1_437, "mnist": 60_000, "mnist-m": 60_000, "usps": 7_291, "svhn": 73_257}
-# The pairs of the seeds (000, 002) and of the DANN paper, and the embedded pair.
-PAIRS = ("digits:digits-m", "usps:mnist-m", "mnist-m:svhn", "svhn:usps", "mnist:mnist-m", "svhn:mnist")
-DIGITS_DA = dict(batch_size=64, max_steps=500, log_every=50, sample_every=500, eval_every=250, ckpt_every=250)
+DIGITS_DA = dict(batch_size=64, max_steps=500, log_every=50, eval_every=250, ckpt_every=250)
 
 
 def adaptation(model: str, dataset: str) -> tuple[dict, dict]:
@@ -99,7 +97,7 @@ def adaptation(model: str, dataset: str) -> tuple[dict, dict]:
     elif source in TRAIN_SIZES:
         batch = 100 if gta else 128
         top.update(batch_size=batch, max_steps=min(30_000, epochs_to_steps(100, TRAIN_SIZES[source], batch)),
-                   log_every=100, sample_every=1000, eval_every=1000, ckpt_every=1000)
+                   log_every=100, eval_every=1000, ckpt_every=1000)
     if gta:
         top.update(lr=5e-4, beta1=0.8)
     return top, {}

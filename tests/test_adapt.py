@@ -166,6 +166,9 @@ def test_every_method_reports_target_accuracy_and_tsne(adaptation_runs):
     done = subprocess.run([sys.executable, "-m", "dgen", "sample", "--run", str(adaptation_runs["dann"])],
                           capture_output=True, text=True, timeout=120, env=env())
     assert done.returncode == 2 and "a classifier draws no samples" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "dgen", "eval", "--run", str(adaptation_runs["dann"])],
+                          capture_output=True, text=True, timeout=120, env=env())
+    assert done.returncode == 2 and "a classifier draws no samples" in done.stderr
     dann = [r for r in rows(adaptation_runs["dann"]) if "grl_coeff" in r]
     coeffs = [r["grl_coeff"] for r in dann]
     assert coeffs[0] == 0.0 and coeffs == sorted(coeffs) and coeffs[-1] < 1.0  # 2/(1+exp(-10p))-1 rising from 0

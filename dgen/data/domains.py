@@ -41,14 +41,6 @@ def split_pair(data: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def pair_name(data: str) -> str:
-    """A readable domain-pair label: "usps→mnist-m" (folder paths shortened to their last part)."""
-    pair = split_pair(data)
-    if pair is None:
-        return data.rstrip("/").split("/")[-1]
-    return "→".join(p.rstrip("/").split("/")[-1] for p in pair)
-
-
 @dataclass
 class DataPlan:
     """Where a run trains and evaluates, and at which image size and channels."""
@@ -56,6 +48,7 @@ class DataPlan:
     train: str  # the labelled training data (the source, or the target for the upper bound)
     target: str | None  # the unlabelled target zipped into training ("both" methods), else None
     eval: str  # the data whose test split is evaluated (the target for domain-adaptation runs)
+    eval_split: str | None  # "test" (or "valid"); None when the evaluated data has neither
     source: str | None  # the source of a domain-adaptation run (its test split is reported too)
     manifest: Manifest  # of `train`
     image_size: int
@@ -81,7 +74,8 @@ def plan_data(data: str, shards_root: str, domains: str | None, model: str, imag
         manifest = load_manifest(location)
         if manifest.image_size is None and image_size is None:
             raise ConfigError(f"images in {location} vary in size: pass --image-size")
-        return DataPlan(location, None, location, None, manifest, image_size or manifest.image_size[0],
+        split = next((s for s in ("test", "valid") if s in manifest.splits), None)
+        return DataPlan(location, None, location, split, None, manifest, image_size or manifest.image_size[0],
                         channels or manifest.channels)
     if pair is None:
         raise ConfigError(f"{model} adapts between two domains: pass --data SOURCE:TARGET "
@@ -104,7 +98,7 @@ def plan_data(data: str, shards_root: str, domains: str | None, model: str, imag
     size = image_size or max(ms.image_size[0], mt.image_size[0])
     ch = channels or max(ms.channels, mt.channels)
     train, manifest = (tgt, mt) if domains == "target" else (src, ms)
-    return DataPlan(train, tgt if domains == "both" else None, tgt, src, manifest, size, ch)
+    return DataPlan(train, tgt if domains == "both" else None, tgt, "test", src, manifest, size, ch)
 
 
 class PairedLoader:

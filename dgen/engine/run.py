@@ -37,9 +37,14 @@ def dataset_name(data: str) -> str:
     return Path(str(data).rstrip("/")).name
 
 
+def _run_label(data: str) -> str:
+    """dataset_name as a folder-name part: "usps-to-mnist-m" for a pair."""
+    return dataset_name(data).replace(":", "-to-")
+
+
 def newest_run(model: str, data: str, runs: Path = Path("runs")) -> Path | None:
     """The most recent run of (model, dataset) that has a checkpoint."""
-    candidates = [p for p in runs.glob(f"{model}-{dataset_name(data).replace(':', '-to-')}-*") if list_checkpoints(p)]
+    candidates = [p for p in runs.glob(f"{model}-{_run_label(data)}-*") if list_checkpoints(p)]
     return max(candidates, key=lambda p: p.name) if candidates else None
 
 
@@ -63,7 +68,7 @@ def config_for_run(overrides: dict, replay: dict | None) -> Config:
 
 
 def new_run_name(cfg: Config) -> str:
-    return f"runs/{cfg.model}-{dataset_name(cfg.data).replace(':', '-to-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"runs/{cfg.model}-{_run_label(cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_resumable(cfg: Config, run_dir: Path) -> list[str]:
@@ -123,9 +128,15 @@ def _classes(cfg) -> list[str] | None:
     return load_manifest(data_location(pair[0] if pair else cfg.data, cfg.shards_root)).classes
 
 
-def sample_images(run_dir, n: int = 64, seed: int = 0, device: str = "cpu") -> torch.Tensor:
-    cfg, method, _ = load_trained(run_dir, device)
+def load_generator(run_dir, device: str = "cpu"):
+    """load_trained for commands that draw samples (dgen sample, dgen eval --run): a clear error for classifiers."""
+    cfg, method, ckpt = load_trained(run_dir, device)
     if not method.generative:
         raise ConfigError(f"{run_dir} is a {cfg.model} run: a classifier draws no samples (see its report.md and images/)")
+    return cfg, method, ckpt
+
+
+def sample_images(run_dir, n: int = 64, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    cfg, method, _ = load_generator(run_dir, device)
     z = method.noise(n, torch.Generator().manual_seed(seed)).to(device)
     return method.sample(z)

@@ -52,10 +52,10 @@ def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: 
     from types import SimpleNamespace
 
     from dgen.data.auto import check_data
-    from dgen.engine.run import load_trained
+    from dgen.engine.run import load_generator
     from dgen.methods import get_method
 
-    cfg, method, _ = load_trained(run_dir, device)
+    cfg, method, _ = load_generator(run_dir, device)
     if untrained:
         torch.manual_seed(cfg.seed)
         method = get_method(cfg.model)(cfg, method.data)

@@ -32,6 +32,12 @@ def wandb_has_key() -> bool:
         return False
 
 
+def default_wandb_mode() -> str | None:
+    """"offline" when neither WANDB_MODE nor an API key is set (W&B then writes its run files to disk), else
+    None (W&B's own choice)."""
+    return "offline" if "WANDB_MODE" not in os.environ and not wandb_has_key() else None
+
+
 class Tracker:
     def __init__(self, accelerator, cfg, run_dir: Path, resume_step: int | None):
         self.acc, self.main = accelerator, accelerator.is_main_process
@@ -46,7 +52,7 @@ class Tracker:
                 self.path.unlink()
             self.records = _read(self.path) if self.path.exists() else []
         if self.wandb:
-            if "WANDB_MODE" not in os.environ and not wandb_has_key():
+            if default_wandb_mode() == "offline":
                 os.environ["WANDB_MODE"] = "offline"
                 if self.main:
                     log.info("W&B: no API key, logging offline to %s/wandb (upload later with `wandb sync`)", run_dir)

@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from dgen.config import Config, ConfigError
 from dgen.data.domains import PairedLoader, plan_data
-from dgen.data.manifest import load_manifest
 from dgen.data.stream import eval_loader, train_loader
 from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
 from dgen.engine.report import write_report
@@ -103,7 +102,7 @@ def train(cfg: Config) -> Path:
     rank, world = acc.process_index, acc.num_processes
     loader = _train_loader(plan, cfg, rank, world, acc.device)
     batches = _Batches(loader, state["epoch"], state["batch"], acc.device)
-    eval_split = next((s for s in ("test", "valid") if s in load_manifest(plan.eval).splits), None)
+    eval_split = plan.eval_split
     scores = None  # sample-quality scores, set up at the first evaluation
     wants_scores = (method.generative and cfg.fid and eval_split is not None
                     and (manifest.classes or cfg.inception_weights))

@@ -117,16 +117,15 @@ def markdown(cells: dict[tuple[str, str], Cell]) -> str:
 
 def log_wandb(cells: dict[tuple[str, str], Cell], project: str = "dgen") -> str:
     """Log the table to W&B (offline by itself when no API key is set); returns the run's folder."""
-    import os
-
     import wandb
 
-    mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    from dgen.engine.tracking import default_wandb_mode
+
     pairs = columns(cells)
     table = wandb.Table(columns=["method", *pairs])
     for key in row_order({k for k, _ in cells}):
         table.add_data(row_label(key), *[cells[key, p].text() if (key, p) in cells else "" for p in pairs])
-    run = wandb.init(project=project, job_type="adaptation-table", mode=mode)
+    run = wandb.init(project=project, job_type="adaptation-table", mode=default_wandb_mode())
     run.log({"adaptation_table": table})
     for (key, pair), cell in cells.items():
         name = key.replace(" + polarity flips", "+flips")

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from dgen.config import ConfigError
 from dgen.eval.tsne import save_tsne
-from dgen.methods.base import Method, ReportContext
+from dgen.methods.base import Method, ReportContext, evaluating
 from dgen.models.domain import DomainDiscriminator, GtaDiscriminator, GtaGenerator, build_classifier
 
 TSNE_POINTS = 1000  # per domain
@@ -100,14 +100,9 @@ class Classify(Method):
         return {"loss": ce, "cls_loss": ce.detach(), "train_accuracy": _accuracy(logits, batch["label"])}
 
     # -- evaluation ----------------------------------------------------------------------------------------
-    def _eval_mode(self):
-        """Eval mode (BatchNorm running statistics, no dropout) for every network, restored afterwards."""
-        return _EvalMode([self.unwrap(n) for n in self.models])
-
-    @torch.no_grad()
     def eval_sums(self, batch):
-        with self._eval_mode():
-            logits = self.unwrap("C")(self.unwrap("F")(batch["image"])).float()
+        with evaluating(self.unwrap("F"), self.unwrap("C")) as (Fx, C):
+            logits = C(Fx(batch["image"])).float()
         y = batch["label"]
         hit = (logits.argmax(1) == y).float()
         k = len(self.data.classes)
@@ -127,10 +122,9 @@ class Classify(Method):
                 out[f"{prefix}class_accuracy/{name}"] = hits / count
         return {**metrics, **out}
 
-    @torch.no_grad()
     def features(self, batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        with self._eval_mode():
-            feats = [self.unwrap("F")(b["image"]).float().cpu() for b in batches]
+        with evaluating(self.unwrap("F")) as Fx:
+            feats = [Fx(b["image"]).float().cpu() for b in batches]
         return torch.cat(feats), torch.cat([b["label"].cpu() for b in batches])
 
     def report(self, ctx: ReportContext):
@@ -188,8 +182,9 @@ class DANN(Classify):
         h = self.models["F"](torch.cat([xs, xt]))  # one pass: one set of BatchNorm statistics for both domains
         logits = self.models["C"](h[: len(xs)]).float()
         ce = F.cross_entropy(logits, ys)
-        d = self.models["D"](h, self.coeff()).float()
-        domain = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(d.device)
+        coeff = self.coeff()
+        d = self.models["D"](h, coeff).float()
+        domain = torch.cat([d.new_zeros(len(xs)), d.new_ones(len(xt))])  # made on the device: no copy per step
         if d.shape[1] == 2:
             dl = F.cross_entropy(d, domain.long())
             d_acc = (d.argmax(1) == domain.long()).float().mean()
@@ -198,7 +193,7 @@ class DANN(Classify):
             d_acc = ((d[:, 0] > 0).float() == domain).float().mean()
         loss = ce + self.hp.domain_weight * dl
         return {"loss": loss, "cls_loss": ce.detach(), "domain_loss": dl.detach(), "domain_accuracy": d_acc.detach(),
-                "train_accuracy": _accuracy(logits, ys), "grl_coeff": torch.tensor(self.coeff(), device=d.device)}
+                "train_accuracy": _accuracy(logits, ys), "grl_coeff": torch.full((), coeff, device=d.device)}
 
 
 @dataclass
@@ -275,20 +270,6 @@ class GTA(Classify):
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.detach().argmax(1) == labels).float().mean()
-
-
-class _EvalMode:
-    def __init__(self, modules):
-        self.modules, self.was = modules, []
-
-    def __enter__(self):
-        self.was = [m.training for m in self.modules]
-        for m in self.modules:
-            m.eval()
-
-    def __exit__(self, *exc):
-        for m, was in zip(self.modules, self.was):
-            m.train(was)
 
 
 METHODS = {"source-only": Classify, "target-only": TargetOnly, "dann": DANN, "gta": GTA}

@@ -129,12 +129,15 @@ class Method:
 
 
 @contextmanager
-def evaluating(module: nn.Module):
-    """Eval mode (BatchNorm running stats, no dropout) and no_grad, restoring the mode afterwards."""
-    was = module.training
-    module.eval()
+def evaluating(*modules: nn.Module):
+    """Eval mode (BatchNorm running stats, no dropout) and no_grad for the modules, restoring their modes
+    afterwards. Yields the module (or the tuple of them)."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
     try:
         with torch.no_grad():
-            yield module
+            yield modules[0] if len(modules) == 1 else modules
     finally:
-        module.train(was)
+        for m, mode in zip(modules, was):
+            m.train(mode)
