@@ -35,6 +35,8 @@ def _add_shard(sub) -> None:
         sp.add_argument("--channels", type=int, choices=(1, 3), default=cls.default_channels,
                         help=f"1 = grayscale, 3 = RGB (default: {cls.default_channels})")
         sp.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default: 1000)")
+        sp.add_argument("--format", choices=("png", "npy"), default="png", dest="image_format",
+                        help="png: compact; npy: uncompressed pixels, ~20x faster to decode (default: png)")
         sp.add_argument("--workers", type=int, default=1, help="parallel writer processes (default: 1)")
         sp.add_argument("--part", default="0/1", help="write only part I of N (e.g. a Slurm array task), then `dgen merge`")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -53,7 +55,7 @@ def _run_shard(args) -> int:
     source = args.source_cls.from_args(args)
     out = args.out or f"shards/{args.source}"
     path = write_shards(source, out, size=args.size, channels=args.channels, per_shard=args.per_shard,
-                        workers=args.workers, part=part, progress=not args.quiet)
+                        workers=args.workers, part=part, progress=not args.quiet, image_format=args.image_format)
     print(f"wrote {path}")
     if part[1] > 1:
         print(f"part {part[0]}/{part[1]} done; once every part is: dgen merge {out}")

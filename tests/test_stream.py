@@ -190,3 +190,57 @@ def test_more_slots_than_shards(tmp_path):
     keys = [k for r in range(3) for b in eval_loader(tmp_path, "test", batch_size=50, rank=r, world_size=3,
                                                        num_workers=2) for k in b["key"]]
     assert sorted(keys) == sorted(set(keys)) and len(keys) == TEST
+
+
+def test_npy_shards_stream_the_same_pixels_as_png(digits_shards, tmp_path):
+    """`--format npy` is lossless: the same images, labels and keys as the PNG shards, in uint8 or float."""
+    from dgen.data.shard import write_shards
+    from dgen.data.stream import to_float
+    from dgen.data.verify import verify
+
+    write_shards(get_source("digits")(), tmp_path, size=32, channels=1, per_shard=300, progress=False,
+                 image_format="npy")
+    assert verify(tmp_path) == []
+    png = list(eval_loader(digits_shards, "test", batch_size=100))
+    npy = list(eval_loader(tmp_path, "test", batch_size=100))
+    for a, b in zip(png, npy, strict=True):
+        assert a["key"] == b["key"] and torch.equal(a["label"], b["label"]) and torch.equal(a["image"], b["image"])
+    raw = next(iter(train_loader(tmp_path, batch_size=16, seed=3, num_workers=0, uint8=True)))
+    ref = next(iter(train_loader(digits_shards, batch_size=16, seed=3, num_workers=0)))
+    assert raw["image"].dtype == torch.uint8 and raw["key"] == ref["key"]
+    assert torch.equal(to_float(raw["image"]), ref["image"])
+    rgb = next(iter(eval_loader(tmp_path, "test", batch_size=4, channels=3, image_size=16)))
+    assert rgb["image"].shape == (4, 3, 16, 16)
+
+
+def test_fast_tar_reader_matches_webdataset(digits_shards, tmp_path):
+    import tarfile
+
+    from dgen.data.tarread import TarError, shard_samples
+
+    def wds_samples(path):
+        return [{k: v for k, v in s.items() if not k.startswith("__local")}
+                for s in wds.tariterators.tarfile_samples([{"url": str(path)}])]
+
+    for path in sorted(digits_shards.glob("*.tar")):
+        assert list(shard_samples(str(path))) == wds_samples(path)
+    # anything but short regular-file headers (here a GNU long name) goes to webdataset's reader
+    odd = tmp_path / "odd.tar"
+    with tarfile.open(odd, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in ((f"{'d' * 120}/a.png", b"x"), ("b.png", b"yy"), ("b.cls", b"3")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert [s["__key__"] for s in shard_samples(str(odd))] == [f"{'d' * 120}/a", "b"]
+    # a damaged header is an error, after the samples before it
+    shard = sorted(digits_shards.glob("train-*.tar"))[0]
+    data = bytearray(shard.read_bytes())
+    with tarfile.open(shard) as tar:
+        fourth = tar.getmembers()[3].offset  # the second sample's second member
+    data[fourth + 10] ^= 0xFF
+    (tmp_path / "bad.tar").write_bytes(bytes(data))
+    got = []
+    with pytest.raises(TarError, match="checksum"):
+        for s in shard_samples(str(tmp_path / "bad.tar")):
+            got.append(s)
+    assert len(got) == 1

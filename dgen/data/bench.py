@@ -47,9 +47,21 @@ def export_files(data: str, split: str, out: Path) -> Path:
         for s in wds.tariterators.tarfile_samples([{"url": shard_url(data, shard.name)}]):
             folder = out / (s["cls"].decode() if "cls" in s else "all")
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{s['__key__']}.png").write_bytes(s["png"])
+            (folder / f"{s['__key__']}.png").write_bytes(_png_bytes(s, manifest.image_format))
     done.write_text(str(info.samples))
     return out
+
+
+def _png_bytes(sample: dict, image_format: str) -> bytes:
+    """The sample's image as PNG file bytes (PNG shards: the stored bytes themselves)."""
+    if image_format == "png":
+        return sample["png"]
+    from PIL import Image
+
+    from dgen.data.images import decode_npy, encode_png
+
+    arr = decode_npy(sample[image_format])
+    return encode_png(Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr))
 
 
 def _time(batches, images: int) -> tuple[float, float]:

@@ -51,7 +51,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from dgen.data.images import decode_npy
 from dgen.data.manifest import Manifest, dataset_location, load_manifest, shard_url
+from dgen.data.tarread import shard_samples
 from dgen.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -61,25 +63,23 @@ MODES = {1: "L", 3: "RGB"}
 
 @dataclass(frozen=True)
 class Decoder:
-    """Raw tar members -> tensors. Resizing and channel conversion happen here, on request."""
+    """Raw tar members -> uint8 image tensors (C x H x W); `collate` makes the float batch. Resizing and
+    channel conversion happen here, on request; shards written at the training size skip both."""
 
     image_size: int | None  # None keeps the stored size
     channels: int | None  # None keeps the stored channels
     labelled: bool
     attributes: tuple[str, ...] | None
+    image_format: str = "png"
 
     def __call__(self, raw: dict) -> dict:
-        data = raw.get("png", raw.get("jpg"))
+        data = raw.get(self.image_format)
         if data is None:
-            raise ValueError("sample has no png/jpg member")
-        with Image.open(io.BytesIO(data)) as im:
-            if self.channels is not None and im.mode != MODES[self.channels]:
-                im = im.convert(MODES[self.channels])  # L -> RGB repeats the channel; RGB -> L is luma
-            arr = np.array(im)  # a writable copy that outlives the file
-        img = torch.from_numpy(arr).unsqueeze(0) if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
+            raise ValueError(f"sample has no {self.image_format} member")
+        img = self._pixels(data)
         if self.image_size is not None and tuple(img.shape[-2:]) != (self.image_size, self.image_size):
             img = TF.resize(img, [self.image_size, self.image_size], antialias=True)
-        out = {"image": img.float().div_(127.5).sub_(1.0), "key": raw["__key__"]}
+        out = {"image": img, "key": raw["__key__"]}
         if self.labelled:
             out["label"] = int(raw["cls"])
         if self.attributes:
@@ -87,8 +87,30 @@ class Decoder:
             out["attrs"] = [int(attrs[a]) for a in self.attributes]
         return out
 
+    def _pixels(self, data: bytes) -> torch.Tensor:
+        if self.image_format == "npy":
+            arr = decode_npy(data)
+            if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in MODES:
+                raise ValueError(f"npy image is {arr.dtype} {arr.shape}, expected uint8 H x W x 1|3")
+            img = torch.from_numpy(arr.copy()).permute(2, 0, 1)  # a copy: the tar bytes are read-only
+            if self.channels is None or img.shape[0] == self.channels:
+                return img
+            data = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # conversion: PIL's rules below
+        with (data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))) as im:
+            if self.channels is not None and im.mode != MODES[self.channels]:
+                im = im.convert(MODES[self.channels])  # L -> RGB repeats the channel; RGB -> L is luma
+            arr = np.array(im)  # a writable copy that outlives the file
+        return torch.from_numpy(arr).unsqueeze(0) if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1] (any device; once per batch)."""
+    return images.float().div_(127.5).sub_(1.0)
+
 
 def collate(samples: list[dict]) -> dict:
+    """A batch with uint8 images: a quarter of float32's bytes through the worker queue and to the GPU;
+    the loader (or the trainer, on the device) makes them float."""
     batch = {"image": torch.stack([s["image"] for s in samples]), "key": [s["key"] for s in samples]}
     if "label" in samples[0]:
         batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.int64)
@@ -155,7 +177,7 @@ class ShardStream(IterableDataset):
             url = rng.choices(self.urls, weights=self.counts)[0]
             got = 0
             try:
-                for sample in wds.tariterators.tarfile_samples([{"url": url}]):
+                for sample in shard_samples(url):
                     got += 1
                     yield sample
             except Exception as e:
@@ -196,7 +218,7 @@ class ShardStream(IterableDataset):
             url, wanted = self.urls[s], set(keep) if keep is not None else None
             n = 0
             try:
-                for n, raw in enumerate(wds.tariterators.tarfile_samples([{"url": url}]), start=1):
+                for n, raw in enumerate(shard_samples(url), start=1):
                     if wanted is None or (n - 1) in wanted:
                         batch.append(self._decode_or_fail(raw, url))
                         if len(batch) == self.batch_size:
@@ -215,9 +237,10 @@ class ShardStream(IterableDataset):
 class StreamLoader:
     """A DataLoader over a ShardStream, with the epoch/position and length a training loop needs."""
 
-    def __init__(self, stream: ShardStream, manifest: Manifest, split: str, num_workers: int, pin_memory: bool):
+    def __init__(self, stream: ShardStream, manifest: Manifest, split: str, num_workers: int, pin_memory: bool,
+                 uint8: bool = False):
         self.stream, self.manifest, self.split = stream, manifest, split
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory, self.uint8 = num_workers, pin_memory, uint8
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         if self.stream.train and not 0 <= start_batch <= len(self):
@@ -238,7 +261,12 @@ class StreamLoader:
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             prefetch_factor=4 if self.num_workers else None, worker_init_fn=_ignore_stop_signals,
                             generator=torch.Generator().manual_seed(0))
-        return iter(loader)
+        return iter(loader) if self.uint8 else map(_float_images, loader)
+
+
+def _float_images(batch: dict) -> dict:
+    batch["image"] = to_float(batch["image"])
+    return batch
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -274,16 +302,20 @@ def _open(data, split, batch_size, image_size, channels, labels: bool = True) ->
     shards = [sh for sh in info.shards if sh.samples > 0]
     urls = [shard_url(location, sh.name) for sh in shards]
     attributes = tuple(manifest.attributes) if manifest.attributes else None
-    decoder = Decoder(image_size, channels, labels and manifest.classes is not None, attributes if labels else None)
+    if manifest.image_format not in ("png", "jpg", "npy"):
+        raise DataError(f"{manifest.dataset}: unsupported image format {manifest.image_format!r} (png, jpg, npy)")
+    decoder = Decoder(image_size, channels, labels and manifest.classes is not None, attributes if labels else None,
+                      manifest.image_format)
     return manifest, urls, [sh.samples for sh in shards], decoder
 
 
 def train_loader(data, split: str = "train", *, batch_size: int, seed: int = 0, num_workers: int = 2,
                  image_size: int | None = None, channels: int | None = None, epoch_batches: int | None = None,
                  shuffle_buffer: int = 1000, rank: int | None = None, world_size: int | None = None,
-                 pin_memory: bool = False, labels: bool = True) -> StreamLoader:
+                 pin_memory: bool = False, labels: bool = True, uint8: bool = False) -> StreamLoader:
     """Infinite resampled training stream over `data` (a shard folder, manifest path or remote prefix).
 
+    uint8=True: images stay uint8 [B, C, H, W] in 0..255 (the trainer converts them on the device).
     epoch_batches: batches per rank per epoch; default one pass over the split across all ranks.
     labels=False: never decode labels or attributes (an unsupervised method's target domain).
     """
@@ -295,7 +327,7 @@ def train_loader(data, split: str = "train", *, batch_size: int, seed: int = 0, 
         raise DataError(f"epoch_batches must be >= 1, got {epoch_batches}")
     stream = ShardStream(urls, counts, decoder, batch_size, train=True, rank=rank, world_size=world_size, seed=seed,
                          epoch_batches=epoch_batches, shuffle_buffer=shuffle_buffer, num_workers=num_workers)
-    return StreamLoader(stream, manifest, split, num_workers, pin_memory)
+    return StreamLoader(stream, manifest, split, num_workers, pin_memory, uint8)
 
 
 def eval_loader(data, split: str = "test", *, batch_size: int, num_workers: int = 0, image_size: int | None = None,

@@ -15,10 +15,11 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from dgen.data.images import MODES
+from dgen.data.images import MODES, decode_npy
 from dgen.data.manifest import Manifest, is_remote, load_manifest, shard_url
 
 
@@ -88,9 +89,7 @@ def check_sample(sample: dict, manifest: Manifest, *, decode: bool) -> str | Non
             return "attributes differ from the manifest's"
     if decode:
         try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                mode, size = im.mode, [im.height, im.width]
+            mode, size = _decoded_mode_size(data, manifest.image_format)
         except Exception as e:
             return f"image does not decode ({e})"
         if mode != MODES[manifest.channels]:
@@ -102,3 +101,15 @@ def check_sample(sample: dict, manifest: Manifest, *, decode: bool) -> str | Non
 
 def _reraise(e: Exception) -> bool:
     raise e
+
+
+def _decoded_mode_size(data: bytes, image_format: str) -> tuple[str, list[int]]:
+    """(PIL-style mode, [height, width]) of a stored image, decoding it fully."""
+    if image_format == "npy":
+        arr = decode_npy(data)
+        if arr.dtype != np.uint8 or arr.ndim != 3:
+            raise ValueError(f"npy image is {arr.dtype} {arr.shape}, expected uint8 H x W x C")
+        return {1: "L", 3: "RGB"}.get(arr.shape[2], f"{arr.shape[2]} channels"), [arr.shape[0], arr.shape[1]]
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.mode, [im.height, im.width]

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from dgen.config import Config, ConfigError
 from dgen.data.domains import PairedLoader, plan_data
-from dgen.data.stream import eval_loader, train_loader
+from dgen.data.stream import eval_loader, to_float, train_loader
 from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
 from dgen.engine.report import write_report
 from dgen.engine.run import check_resumable, new_run_name
@@ -261,7 +261,8 @@ def _evaluate(acc, method, location, split, cfg, prefix: str = "test/") -> dict[
 def _train_loader(plan, cfg: Config, rank: int, world: int, device):
     """The training stream: one dataset, or a labelled source zipped with an unlabelled target."""
     kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, image_size=cfg.image_size, channels=cfg.channels,
-              shuffle_buffer=cfg.shuffle_buffer, rank=rank, world_size=world, pin_memory=device.type == "cuda")
+              shuffle_buffer=cfg.shuffle_buffer, rank=rank, world_size=world, pin_memory=device.type == "cuda",
+              uint8=True)
     loader = train_loader(plan.train, "train", seed=cfg.seed, **kw)
     if plan.target is None:
         return loader
@@ -327,5 +328,13 @@ class _Batches:
         return {"epoch": self.epoch, "batch": self.batch}
 
 
-def _to(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def _to(batch: dict, device, memory_format=torch.contiguous_format) -> dict:
+    """The batch on the device; uint8 images (the training stream's) become float in [-1, 1] there."""
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device, non_blocking=True)
+            if v.dtype == torch.uint8:
+                v = to_float(v).contiguous(memory_format=memory_format)
+        out[k] = v
+    return out
