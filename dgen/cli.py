@@ -3,7 +3,7 @@
     dgen shard SOURCE [--root DIR] --out shards/NAME   pack a dataset into WebDataset shards
     dgen merge DIR                                     join the part manifests of `shard --part I/N`
     dgen verify DIR                                    check shards against their manifest
-    dgen bench loader [--data DIR]                     shard stream vs torchvision files, images/s
+    dgen bench [loader|train]                          images/s vs a plain PyTorch script (README, Performance)
     dgen train --model vae [...]                       same as `accelerate launch dgen/train.py ...`
     dgen sample --run RUN_DIR [--n 64]                 images from a trained run's latest checkpoint
     dgen eval --run RUN_DIR [--untrained] | --data DIR FID/KID (classifier features) of a run, or train vs test
@@ -97,9 +97,9 @@ def _run_verify(args) -> int:
 
 
 def _run_bench(args) -> int:
-    from dgen.data.bench import run_loader_bench
+    from dgen.bench import run
 
-    run_loader_bench(args)
+    run(args, args.bench or "results")
     return 0
 
 
@@ -161,13 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--no-decode", action="store_true", help="skip decoding images (faster)")
     p.set_defaults(run=_run_verify)
-    p = sub.add_parser("bench", help="benchmarks")
-    bench = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
-    from dgen.data.bench import add_arguments as add_loader_bench
+    from dgen.bench import add_arguments as add_bench
 
-    bp = bench.add_parser("loader", help="images/s: shard stream (0/1/2 workers) vs torchvision reading files")
-    add_loader_bench(bp)
-    bp.set_defaults(run=_run_bench)
+    p = sub.add_parser("bench", help="images/s of loading and training, dgen vs a plain PyTorch script; JSON")
+    add_bench(p, "results")
+    p.set_defaults(run=_run_bench, bench=None)
+    bench = p.add_subparsers(dest="bench", metavar="WHAT")
+    for what, text in (("loader", "images/s: shard stream vs torchvision reading files, per worker count"),
+                       ("train", "training images/s: dgen vs a plain loop, synthetic input and end to end")):
+        bp = bench.add_parser(what, help=text)
+        add_bench(bp, what)
+        bp.set_defaults(run=_run_bench)
     p = sub.add_parser("train", help="train a model (flags: dgen train --model NAME --help)", add_help=False)
     p.set_defaults(run=None)
     p = sub.add_parser("sample", help="sample images from a trained run")

@@ -44,10 +44,11 @@ class Config:
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     lr_schedule: str = "constant"  # constant | cosine | dann (lr / (1 + 10 p)^0.75, p = progress; Ganin et al.)
-    mixed_precision: str | None = None  # no | fp16 | bf16; None: the launcher's setting (accelerate config)
+    mixed_precision: str | None = None  # no | fp16 | bf16; None: the launcher's, else bf16 on a CUDA GPU, no on CPU
+    compile: bool = False  # torch.compile the networks (first steps slower while it compiles)
     image_size: int | None = None  # None: the shards' size
     channels: int | None = None  # None: the shards' channels
-    num_workers: int = 2  # loader worker processes per rank
+    num_workers: int | None = None  # loader processes per rank; None: 2 on CPU, min(8, CPUs per GPU - 1) on GPU
     shuffle_buffer: int = 1000
     log_every: int = 50  # steps between metric lines (metrics.jsonl, W&B, progress bar)
     sample_every: int = 500  # steps between sample grids from fixed noise
@@ -93,7 +94,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be > 0, got {cfg.lr}")
-    if cfg.num_workers < 0:
+    if cfg.num_workers is not None and cfg.num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {cfg.num_workers}")
     if cfg.channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1 or 3, got {cfg.channels}")

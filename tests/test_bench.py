@@ -1,0 +1,56 @@
+"""`dgen bench` end to end at toy sizes: it makes its bench set, measures every reader and all four
+training variants in their own processes, and its JSON holds the figures the table shows. Speed
+itself is measured by the command and reported (README, Performance), not asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dgen.bench.train import peak_flops
+
+
+def test_bench_tables_and_json(tmp_path):
+    out = tmp_path / "results.json"
+    cmd = [sys.executable, "-m", "dgen.cli", "bench", "--json", str(out), "--images", "256", "--workers", "0",
+           "--loader-batch-size", "32", "--models", "dcgan", "--batch-size", "8", "--image-size", "32",
+           "--window", "1", "--windows", "2", "--train-workers", "1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    env = result["environment"]
+    assert env["device"].startswith("CPU") and env["torch"] and env["webdataset"] and env["accelerate"]
+
+    loader = {r["reader"]: r for r in result["loader"]["rows"]}
+    assert set(loader) == {"dgen shards (npy)", "dgen shards (png)", "torchvision ImageFolder (png files)"}
+    files = loader["torchvision ImageFolder (png files)"]["images_per_s"]
+    for r in loader.values():
+        assert r["images_per_s"] > 0 and r["vs_files"] == pytest.approx(r["images_per_s"] / files, abs=0.01)
+    assert (tmp_path / "shards/bench/digits-m-32-npy/manifest.json").exists()
+    assert len(list((tmp_path / "bench/files/digits-m-32").rglob("*.png"))) == 1437  # the train split as files
+
+    rows = {r["input"]: r for r in result["train"]["rows"]}
+    assert set(rows) == {"synthetic", "data"}
+    for r in rows.values():
+        assert r["name"] == "DCGAN-32" and r["batch_size"] == 8
+        for who in ("dgen", "plain"):
+            m = r[who]
+            assert m["images_per_s"] > 0 and len(m["windows"]) == 2 and m["peak_memory_mb"] > 0
+            assert m["gpu_busy"] is None and m["mfu"] is None  # CPU: no NVML, no known peak
+            assert m["tflops"] == pytest.approx(r["flops_per_image"] * m["images_per_s"] / 1e12)
+        assert r["ratio"] == pytest.approx(r["dgen"]["images_per_s"] / r["plain"]["images_per_s"])
+    # DCGAN-32 (nz 100, 64 feature maps): a D step (G forward, D forward + backward on real and fake) plus
+    # a G step (G and D forward, D backward to its input, G backward): ~0.4 GFLOP per image
+    assert 0.2e9 < rows["synthetic"]["flops_per_image"] < 0.8e9
+    for name in ("DCGAN-32", "synthetic", "data", "loader", "vs files"):
+        assert name in proc.stdout
+
+
+def test_known_peaks():
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA H200") == 989.4e12
+    assert peak_flops("Some CPU") is None
