@@ -1,7 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make train   create/reuse .venv, then the main job: accelerate launch dgen/train.py --model vae
 #   make test    create/reuse .venv, install dgen with its dev extras, run the test suite
-#   make bench   the loader benchmark of the README (shard stream vs torchvision files)
+#   make bench   the benchmark of the README (dgen bench: loader and training vs plain PyTorch)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -32,7 +32,7 @@ slurm-deps:
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; fi
 
 bench: $(STAMP)
-	$(BIN)/dgen bench loader
+	$(BIN)/dgen bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) bench .pytest_cache
+	rm -rf $(VENV) bench shards/bench .pytest_cache

@@ -25,7 +25,8 @@ def test_bench_tables_and_json(tmp_path):
     assert env["device"].startswith("CPU") and env["torch"] and env["webdataset"] and env["accelerate"]
 
     loader = {r["reader"]: r for r in result["loader"]["rows"]}
-    assert set(loader) == {"dgen shards (npy)", "dgen shards (png)", "torchvision ImageFolder (png files)"}
+    assert set(loader) == {"dgen shards (npy, uint8)", "dgen shards (npy, float32)", "dgen shards (png, uint8)",
+                           "torchvision ImageFolder (png files)"}
     files = loader["torchvision ImageFolder (png files)"]["images_per_s"]
     for r in loader.values():
         assert r["images_per_s"] > 0 and r["vs_files"] == pytest.approx(r["images_per_s"] / files, abs=0.01)

@@ -4,20 +4,19 @@ image, side by side, for each number of loader worker processes.
     dgen bench loader                                   # the bench set: digits-m, 64x64 RGB (made on first use)
     dgen bench loader --data shards/celeba --images 50000 --batch-size 128
 
-Every reader delivers what a training step consumes: shuffled batches of float32 images in [-1, 1]
-(the shard stream's uint8 -> float conversion included, done in the main process here; the trainer
-does it on the GPU). The files are the shards' own images written once as PNGs to an ImageFolder
+Every reader delivers shuffled batches. The shard stream is measured as the trainer reads it (uint8
+pixels; the trainer moves them to the device and makes them float in [-1, 1] there, a quarter of
+the bytes to copy) and, for the first format, also with that conversion done in the main process
+(what a CPU run pays inside its step). torchvision delivers float32 in [-1, 1]. The files are the shards' own images written once as PNGs to an ImageFolder
 tree (bench/files/...), so all readers start from identical pixels in the page cache. Timing starts
 after the first batch (worker start-up is reported separately) and runs until `--images` are read.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-import torch
 import webdataset as wds
 
 from dgen.bench.plain import folder_loader
@@ -73,12 +72,17 @@ def _time(batches, images: int) -> tuple[float, float]:
 
 def loader_rows(shard_sets: dict[str, str], files: Path, channels: int, batch_size: int, images: int,
                 workers: list[int], split: str = "train") -> list[dict]:
-    """Rows {reader, workers, startup_s, images_per_s, vs_files}: each shard set and the file loader."""
+    """Rows {reader, workers, startup_s, images_per_s, vs_files} for each worker count: every shard set
+    as the trainer reads it (uint8 batches, made float on the device), the first also with the float
+    conversion done here in the main process, and the file loader (float32 from its workers)."""
     rows = []
     for w in workers:
-        readers = {f"dgen shards ({name})": train_loader(path, split, batch_size=batch_size, num_workers=w,
-                                                          epoch_batches=images // batch_size + 2, rank=0, world_size=1)
-                   for name, path in shard_sets.items()}
+        readers = {}
+        for i, (name, path) in enumerate(shard_sets.items()):
+            for uint8 in (True, False) if i == 0 else (True,):
+                label = f"dgen shards ({name}, {'uint8' if uint8 else 'float32'})"
+                readers[label] = train_loader(path, split, batch_size=batch_size, num_workers=w, uint8=uint8,
+                                              epoch_batches=images // batch_size + 2, rank=0, world_size=1)
         readers["torchvision ImageFolder (png files)"] = folder_loader(files, channels, batch_size, w)
         mine = []
         for name, loader in readers.items():

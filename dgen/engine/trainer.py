@@ -89,8 +89,7 @@ def train(cfg: Config) -> Path:
 
     rank, world = acc.process_index, acc.num_processes
     loader = _train_loader(plan, cfg, rank, world, acc.device)
-    batches = _Batches(loader, state["epoch"], state["batch"], acc.device,
-                       torch.channels_last if channels_last(method) else torch.contiguous_format)
+    batches = _Batches(loader, state["epoch"], state["batch"], acc.device, method.memory_format)
     eval_split = plan.eval_split
     scores = None  # sample-quality scores, set up at the first evaluation
     wants_scores = (method.generative and cfg.fid and eval_split is not None
@@ -184,9 +183,11 @@ def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
                           f"images from {location or spec.dataset}: {e}") from None
     if acc.distributed_type == DistributedType.DEEPSPEED:
         _configure_deepspeed(acc, cfg, method)
-    if channels_last(method):
-        for m in method.models.values():
-            m.to(memory_format=torch.channels_last)
+    # DeepSpeed flattens parameters into byte buffers, which needs the default layout
+    method.memory_format = (torch.channels_last if channels_last(method) and acc.distributed_type != DistributedType.DEEPSPEED
+                            else torch.contiguous_format)
+    for m in method.models.values():
+        m.to(memory_format=method.memory_format)
     names, phases = list(method.models), list(method.phases)
     optimizers = method.optimizers()
     schedulers = [_schedule(optimizers[p], cfg) for p in phases]

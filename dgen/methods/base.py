@@ -57,6 +57,7 @@ class Method:
         self._unwrap = lambda m: m
         self.accelerator = None  # set by the trainer (for no_sync and the like)
         self.step = 0  # the trainer's optimizer-step count before the current step
+        self.memory_format = torch.contiguous_format  # the trainer's choice of layout for images (channels-last)
 
     # -- to implement ------------------------------------------------------------------------------
     def build(self) -> dict[str, nn.Module]:
