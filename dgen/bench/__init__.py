@@ -64,7 +64,7 @@ def environment() -> dict:
 
     env = {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(), "python": platform.python_version(),
            "torch": torch.__version__, "torchvision": torchvision.__version__, "accelerate": accelerate.__version__,
-           "webdataset": webdataset.__version__, "cpu": platform.processor() or platform.machine(),
+           "webdataset": webdataset.__version__, "cpu": _cpu_model(),
            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         env.update(device=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
@@ -72,6 +72,16 @@ def environment() -> dict:
     else:
         env["device"] = f"CPU ({os.cpu_count()} cores)"
     return env
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def run(args: argparse.Namespace, what: str) -> dict:

@@ -107,7 +107,7 @@ def measure(spec: dict) -> dict:
         cfg = _config(spec)
         from dgen.engine import trainer
 
-        trainer._fast_cuda_defaults(cfg, deepspeed=False)
+        trainer.resolve_defaults(cfg, deepspeed=False)
         acc = Accelerator(cpu=device.type == "cpu", mixed_precision=cfg.mixed_precision if spec["who"] == "dgen" else "no")
         from dgen.data.stream import to_float
         from dgen.methods import get_method
@@ -117,7 +117,7 @@ def measure(spec: dict) -> dict:
         busy = BusySampler.start(device)
         if spec["who"] == "dgen":
             method, optimizers, schedulers = trainer.setup_method(cfg, acc, data)
-            batch = trainer._to(_synthetic(spec, device), acc.device, method.memory_format)
+            batch = trainer.to_device(_synthetic(spec, device), acc.device, method.memory_format)
             count = [0]
 
             def step():

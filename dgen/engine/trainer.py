@@ -49,7 +49,7 @@ class TrainingDiverged(DgenError):
 
 def train(cfg: Config) -> Path:
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"  # set by the launcher
-    _fast_cuda_defaults(cfg, deepspeed)
+    resolve_defaults(cfg, deepspeed)
     acc = Accelerator(cpu=not torch.cuda.is_available() and not deepspeed, mixed_precision=cfg.mixed_precision,
                       log_with="wandb" if cfg.tracker == "wandb" else None, step_scheduler_with_optimizer=False,
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.dist_timeout))])
@@ -158,7 +158,7 @@ def train(cfg: Config) -> Path:
     return run_dir
 
 
-def _fast_cuda_defaults(cfg: Config, deepspeed: bool) -> None:
+def resolve_defaults(cfg: Config, deepspeed: bool) -> None:
     """Unset knobs, resolved (and saved in config.json, so a resume replays them): bf16 autocast on a GPU that
     has it, unless the launcher chose a precision; loader workers by the CPUs each GPU gets."""
     cuda = torch.cuda.is_available()
@@ -318,7 +318,7 @@ def _evaluate(acc, method, location, split, cfg, prefix: str = "test/") -> dict[
                          channels=cfg.channels, rank=acc.process_index, world_size=acc.num_processes)
     totals, count = {}, torch.zeros((), device=acc.device)
     for batch in loader:
-        batch = _to(batch, acc.device)
+        batch = to_device(batch, acc.device)
         with acc.autocast():
             for k, v in method.eval_sums(batch).items():
                 totals[k] = totals.get(k, 0) + v.float()
@@ -395,13 +395,13 @@ class _Batches:
             self.it = iter(self.loader)
             b = next(self.it)
         self.batch += 1
-        return _to(b, self.device, self.memory_format)
+        return to_device(b, self.device, self.memory_format)
 
     def position(self) -> dict:
         return {"epoch": self.epoch, "batch": self.batch}
 
 
-def _to(batch: dict, device, memory_format=torch.contiguous_format) -> dict:
+def to_device(batch: dict, device, memory_format=torch.contiguous_format) -> dict:
     """The batch on the device; uint8 images (the training stream's) become float in [-1, 1] there."""
     out = {}
     for k, v in batch.items():
