@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--loader-batch-size", type=int, default=64)
         p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="loader worker counts (default: 0 1 2)")
     if what in ("results", "train"):
-        p.add_argument("--models", nargs="+", default=["dcgan", "vae"], choices=("dcgan", "vae"))
+        p.add_argument("--models", nargs="+", default=["dcgan", "vae"], choices=("dcgan", "lsgan", "wgan-gp", "vae"),
+                       help="default: dcgan vae (DCGAN-64, VAE-64); lsgan, wgan-gp (seed 003's MLPs) too")
         p.add_argument("--batch-size", type=int, default=128, help="per step (default: 128, the CelebA-64 recipes')")
         p.add_argument("--image-size", type=int, default=BENCH_SIZE)
         p.add_argument("--window", type=int, help="steps per timing window (default: 4 on CPU, 50 on a GPU)")
@@ -74,6 +75,19 @@ def environment() -> dict:
     return env
 
 
+def _check(args: argparse.Namespace) -> None:
+    from dgen.errors import DgenError
+
+    for name in ("images", "loader_batch_size", "batch_size", "image_size", "window", "windows", "peak_tflops"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise DgenError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    for name in ("workers", "train_workers"):
+        values = getattr(args, name, None)
+        if values is not None and min(values if isinstance(values, list) else [values]) < 0:
+            raise DgenError(f"--{name.replace('_', '-')} must be >= 0, got {values}")
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -90,12 +104,14 @@ def run(args: argparse.Namespace, what: str) -> dict:
     from dgen.bench.train import peak_flops, print_train_rows, train_rows
     from dgen.data.manifest import load_manifest
 
+    _check(args)
     env = environment()
     print(f"dgen bench on {env['device']}: torch {env['torch']}, {env['cpu_count']} CPUs, {env['torch_threads']} threads")
     result: dict = {"environment": env}
     size = getattr(args, "image_size", BENCH_SIZE)
-    npy = bench_set("npy", size)
-    files = export_files(str(npy), "train", Path(f"bench/files/digits-m-{size}"))
+    if what != "loader" or not args.data:  # the training half always uses the bench set
+        npy = bench_set("npy", size)
+        files = export_files(str(npy), "train", Path(f"bench/files/digits-m-{size}"))
     if what in ("results", "loader"):
         if args.data:
             m = load_manifest(args.data)

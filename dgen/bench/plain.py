@@ -34,31 +34,47 @@ def folder_loader(root: Path, channels: int, batch_size: int, workers: int) -> D
                       persistent_workers=workers > 0)
 
 
+PLAIN_MODELS = ("dcgan", "lsgan", "wgan-gp", "vae")
+
+
 def plain_step(model: str, nets: dict, cfg, device) -> Callable[[torch.Tensor], float]:
     """One training step of `model` on a batch of real images, as a hand-written loop does it."""
-    if model == "dcgan":
-        return _dcgan(nets["G"], nets["D"], cfg, device)
+    if model in ("dcgan", "lsgan", "wgan-gp"):
+        return _gan(model, nets["G"], nets["D"], cfg, device)
     if model == "vae":
         return _vae(nets["vae"], cfg)
-    raise ValueError(f"no plain baseline for {model!r} (there are: dcgan, vae)")
+    raise ValueError(f"no plain baseline for {model!r} (there are: {', '.join(PLAIN_MODELS)})")
 
 
-def _dcgan(G, D, cfg, device):
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+def _gan(model, G, D, cfg, device):
+    """The tutorial's loop: D on real and G's fakes, then G through D reusing the same fakes. WGAN-GP
+    (Gulrajani et al.'s algorithm 1): critic loss + 10 x gradient penalty, G every n_critic-th step."""
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.method.lr_d or cfg.lr, betas=(cfg.beta1, cfg.beta2))
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    nz = cfg.method.nz
+    nz, n_critic, gp = cfg.method.nz, cfg.method.n_critic, cfg.method.gp_weight
+    adversarial = {"dcgan": F.binary_cross_entropy_with_logits, "lsgan": F.mse_loss}.get(model)
+    steps = [0]
 
     def step(real: torch.Tensor) -> float:
         b = real.size(0)
         ones, zeros = torch.ones(b, device=device), torch.zeros(b, device=device)
         opt_d.zero_grad()
         fake = G(torch.randn(b, nz, device=device))
-        err_d = (F.binary_cross_entropy_with_logits(D(real), ones)
-                 + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
+        if adversarial is not None:
+            err_d = adversarial(D(real), ones) + adversarial(D(fake.detach()), zeros)
+        else:
+            err_d = D(fake.detach()).mean() - D(real).mean()
+            eps = torch.rand(b, 1, 1, 1, device=device)
+            x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+            (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+            err_d = err_d + gp * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
         err_d.backward()
         opt_d.step()
+        steps[0] += 1
+        if steps[0] % n_critic:
+            return err_d.item()
         opt_g.zero_grad()
-        err_g = F.binary_cross_entropy_with_logits(D(fake), ones)
+        err_g = adversarial(D(fake), ones) if adversarial is not None else -D(fake).mean()
         err_g.backward()
         opt_g.step()
         return err_d.item() + err_g.item()

@@ -175,11 +175,15 @@ def _dgen_end_to_end(spec: dict) -> dict:
             "mixed_precision": cfg.mixed_precision, "num_workers": cfg.num_workers}
 
 
-def _flops_per_image(step, batch: int) -> float:
+def _flops_per_image(step, batch: int) -> float | None:
+    """None where the counter cannot follow the step (its hooks refuse autograd.grad, e.g. WGAN-GP's penalty)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        step()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            step()
+    except RuntimeError:
+        return None
     return counter.get_total_flops() / batch
 
 
@@ -191,7 +195,7 @@ def _peak_memory_mb(device) -> float:
 
 
 # -- the comparison ----------------------------------------------------------------------------------------
-LABELS = {"dcgan": "DCGAN", "vae": "VAE"}
+LABELS = {"dcgan": "DCGAN", "lsgan": "LSGAN", "wgan-gp": "WGAN-GP", "vae": "VAE"}
 
 
 def run_subprocess(spec: dict) -> dict:
@@ -236,13 +240,13 @@ def print_train_rows(rows: list[dict]) -> None:
     def busy(v):
         return f"{v:.0f}%" if v is not None else "n/a"
 
-    print(f"{'model':<10}{'input':<11}{'dgen img/s':>11}{'plain img/s':>12}{'dgen/plain':>11}{'dgen MB':>9}{'plain MB':>9}"
+    print(f"{'model':<12}{'input':<11}{'dgen img/s':>11}{'plain img/s':>12}{'dgen/plain':>11}{'dgen MB':>9}{'plain MB':>9}"
           f"{'GPU busy':>10}{'TFLOP/s':>9}{'MFU':>7}   precision (dgen/plain)")
     for r in rows:
         d, p = r["dgen"], r["plain"]
-        print(f"{r['name']:<10}{r['input']:<11}{d['images_per_s']:>11.1f}{p['images_per_s']:>12.1f}{r['ratio']:>10.2f}x"
+        print(f"{r['name']:<12}{r['input']:<11}{d['images_per_s']:>11.1f}{p['images_per_s']:>12.1f}{r['ratio']:>10.2f}x"
               f"{d['peak_memory_mb']:>9.0f}{p['peak_memory_mb']:>9.0f}{busy(d.get('gpu_busy')) + '/' + busy(p.get('gpu_busy')):>10}"
-              f"{(d['tflops'] or 0):>9.3f}{pct(d['mfu']):>7}   {d['mixed_precision']}/{p['mixed_precision']}")
+              f"{d['tflops'] if d['tflops'] is not None else float('nan'):>9.3f}{pct(d['mfu']):>7}   {d['mixed_precision']}/{p['mixed_precision']}")
 
 
 if __name__ == "__main__":
