@@ -175,7 +175,7 @@ def resolve_defaults(cfg: Config, deepspeed: bool) -> None:
 
 def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
     """The method with its networks, optimizers and schedulers prepared by Accelerate (devices, DDP,
-    DeepSpeed), in the fast layout: channels-last convolutions on CUDA, optionally torch.compile."""
+    DeepSpeed), in the fast layout: channels-last for convolutional networks, optionally torch.compile."""
     try:
         method = get_method(cfg.model)(cfg, spec)
     except ValueError as e:  # the network cannot take this data (size, channels)
