@@ -219,3 +219,26 @@ def test_accumulation_clipping_and_cosine_schedule(tmp_path):
 def test_model_that_cannot_take_the_data(tmp_path):
     done = train(tmp_path, "--model", "vae", "--image-size", 8, *FAST, check=False, timeout=120)
     assert done.returncode == 2 and "vae cannot be built for 8x8x1 images" in done.stderr, done.stderr[-2000:]
+
+
+def test_unwrapping_a_compiled_ddp_model_leaves_it_intact():
+    """Sampling unwraps G on rank 0 only; with --compile the training model must keep its DDP wrapper."""
+    import socket
+
+    import torch.distributed as dist
+    from accelerate import Accelerator
+
+    from dgen.engine.trainer import bare_network
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        net = torch.nn.Linear(3, 2)
+        ddp = torch.nn.parallel.DistributedDataParallel(net)
+        compiled = torch.compile(ddp)  # lazy: nothing is compiled here
+        assert bare_network(Accelerator(cpu=True), compiled) is net
+        assert compiled._orig_mod is ddp
+    finally:
+        dist.destroy_process_group()

@@ -195,11 +195,18 @@ def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
     method.models = dict(zip(names, prepared[: len(names)]))
     optimizers = dict(zip(phases, prepared[len(names): len(names) + len(phases)]))
     schedulers = dict(zip(phases, prepared[len(names) + len(phases):]))
-    method._unwrap = acc.unwrap_model
+    method._unwrap = lambda m: bare_network(acc, m)
     method.accelerator = acc
     if cfg.compile:  # after DDP wrapping (its graph breaks at bucket boundaries); checkpoints keep plain names
         method.models = {n: torch.compile(m) for n, m in method.models.items()}
     return method, optimizers, schedulers
+
+
+def bare_network(acc, model):
+    """The network inside DDP / DeepSpeed / torch.compile wrappers, for sampling and reports. Not
+    Accelerate's default unwrap: keeping the compile wrapper, it re-points that wrapper (the training
+    model) at the bare network, silently dropping DDP from training on the rank that asked."""
+    return acc.unwrap_model(model, keep_torch_compile=False)
 
 
 def channels_last(method) -> bool:
