@@ -234,7 +234,6 @@ def test_adaptation_model_without_a_pair_fails_clearly(tmp_path, digits_shards):
     assert done.returncode == 2 and "pass --data SOURCE:TARGET" in done.stderr
 
 
-
 def test_dry_run_checks_both_domains(tmp_path, digits_shards, capsys):
     from dgen.train import main
 

@@ -44,12 +44,9 @@ def _png_bytes(sample: dict, image_format: str) -> bytes:
     """The sample's image as PNG file bytes (PNG shards: the stored bytes themselves)."""
     if image_format == "png":
         return sample["png"]
-    from PIL import Image
+    from dgen.data.images import encode_png, npy_image, npy_to_pil
 
-    from dgen.data.images import decode_npy, encode_png
-
-    arr = decode_npy(sample[image_format])
-    return encode_png(Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr))
+    return encode_png(npy_to_pil(npy_image(sample[image_format])))
 
 
 def _time(batches, images: int) -> tuple[float, float]:

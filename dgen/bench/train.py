@@ -21,6 +21,7 @@ GPUs of known peak, MFU (model FLOPs utilisation against the dense bf16 tensor-c
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -85,7 +86,7 @@ def _timed_windows(step, device, window: int, windows: int, images_per_step: int
     return rates, utils
 
 
-def _synthetic(spec: dict, device) -> dict:
+def _synthetic(spec: dict) -> dict:
     g = torch.Generator().manual_seed(0)
     b, c, s = spec["batch_size"], spec["channels"], spec["image_size"]
     return {"image": torch.randint(0, 256, (b, c, s, s), dtype=torch.uint8, generator=g),
@@ -95,64 +96,64 @@ def _synthetic(spec: dict, device) -> dict:
 def measure(spec: dict) -> dict:
     from accelerate import Accelerator
 
+    from dgen.engine import trainer
     from dgen.engine.gpu import BusySampler
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    out: dict = {}
     if spec["who"] == "dgen" and spec["input"] == "data":
-        out.update(_dgen_end_to_end(spec))
-    else:
-        cfg = _config(spec)
-        from dgen.engine import trainer
+        return {**_dgen_end_to_end(spec), "peak_memory_mb": _peak_memory_mb(device)}
+    cfg = _config(spec)
+    trainer.resolve_defaults(cfg, deepspeed=False)
+    dgen = spec["who"] == "dgen"
+    acc = Accelerator(cpu=device.type == "cpu", mixed_precision=cfg.mixed_precision if dgen else "no")
+    step = _dgen_step(cfg, acc, spec) if dgen else _plain_step(cfg, spec, device)
+    rates, utils = _timed_windows(step, device, spec["window"], spec["windows"], cfg.batch_size,
+                                  BusySampler.start(device))
+    out = {"images_per_s": statistics.median(rates), "windows": rates,
+           "gpu_busy": statistics.median(utils) if utils and None not in utils else None,
+           "mixed_precision": acc.mixed_precision, "num_workers": cfg.num_workers}
+    if dgen:
+        out["flops_per_image"] = _flops_per_image(step, cfg.batch_size)
+    return {**out, "peak_memory_mb": _peak_memory_mb(device)}
 
-        trainer.resolve_defaults(cfg, deepspeed=False)
-        acc = Accelerator(cpu=device.type == "cpu", mixed_precision=cfg.mixed_precision if spec["who"] == "dgen" else "no")
-        from dgen.data.stream import to_float
-        from dgen.methods import get_method
-        from dgen.methods.base import DataSpec
 
-        data = DataSpec("bench", cfg.image_size, cfg.channels, [str(i) for i in range(10)], None)
-        busy = BusySampler.start(device)
-        if spec["who"] == "dgen":
-            method, optimizers, schedulers = trainer.setup_method(cfg, acc, data)
-            batch = trainer.to_device(_synthetic(spec, device), acc.device, method.memory_format)
-            count = [0]
+def _spec_data(cfg):
+    from dgen.methods.base import DataSpec
 
-            def step():
-                trainer.train_step(acc, method, optimizers, schedulers, [batch], count[0], cfg.grad_clip)
-                count[0] += 1
-        else:
-            from dgen.bench.plain import folder_loader, plain_step
+    return DataSpec("bench", cfg.image_size, cfg.channels, [str(i) for i in range(10)], None)
 
-            torch.manual_seed(0)
-            nets = {n: m.to(device) for n, m in get_method(cfg.model)(cfg, data).models.items()}
-            one = plain_step(cfg.model, nets, cfg, device)
-            if spec["input"] == "synthetic":
-                real = to_float(_synthetic(spec, device)["image"]).to(device)
 
-                def step():
-                    one(real)
-            else:
-                loader = folder_loader(Path(spec["files"]), cfg.channels, cfg.batch_size, cfg.num_workers)
-                batches = [iter(loader)]
+def _dgen_step(cfg, acc, spec: dict):
+    """dgen's training step, as train() sets it up, on one synthetic batch already on the device."""
+    from dgen.engine import trainer
 
-                def step():
-                    try:
-                        x, _ = next(batches[0])
-                    except StopIteration:
-                        batches[0] = iter(loader)
-                        x, _ = next(batches[0])
-                    one(x.to(device))
-        rates, utils = _timed_windows(step, device, spec["window"], spec["windows"], cfg.batch_size, busy)
-        out.update(images_per_s=statistics.median(rates), windows=rates,
-                   gpu_busy=statistics.median(utils) if utils and None not in utils else None,
-                   mixed_precision=acc.mixed_precision, num_workers=cfg.num_workers)
-        if spec["who"] == "dgen" and spec["input"] == "synthetic":
-            out["flops_per_image"] = _flops_per_image(step, cfg.batch_size)
-    out["peak_memory_mb"] = _peak_memory_mb(device)
-    return out
+    method, optimizers, schedulers = trainer.setup_method(cfg, acc, _spec_data(cfg))
+    batch = trainer.to_device(_synthetic(spec), acc.device, method.memory_format)
+    steps = itertools.count()
+    return lambda: trainer.train_step(acc, method, optimizers, schedulers, [batch], next(steps), cfg.grad_clip)
+
+
+def _plain_step(cfg, spec: dict, device):
+    """The plain loop's step on dgen's networks: on one synthetic batch, or fed by ImageFolder."""
+    from dgen.bench.plain import folder_loader, plain_step
+    from dgen.data.stream import to_float
+    from dgen.methods import get_method
+
+    torch.manual_seed(0)
+    nets = {n: m.to(device) for n, m in get_method(cfg.model)(cfg, _spec_data(cfg)).models.items()}
+    one = plain_step(cfg.model, nets, cfg, device)
+    if spec["input"] == "synthetic":
+        real = to_float(_synthetic(spec)["image"]).to(device)
+        return lambda: one(real)
+    batches = _forever(folder_loader(Path(spec["files"]), cfg.channels, cfg.batch_size, cfg.num_workers))
+    return lambda: one(next(batches)[0].to(device))
+
+
+def _forever(loader):
+    while True:
+        yield from loader
 
 
 def _dgen_end_to_end(spec: dict) -> dict:
@@ -215,21 +216,19 @@ def train_rows(models: list[str], *, data: str, files: str, image_size: int, cha
     for model in models:
         base = dict(model=model, image_size=image_size, channels=channels, batch_size=batch_size, window=window,
                     windows=windows, num_workers=num_workers, data=data, files=files, compile=compile)
+        flops = None  # counted on dgen's step in the synthetic run: the same work per image in both inputs
         for inp in ("synthetic", "data"):
             got = {}
             for who in ("dgen", "plain"):
                 progress(f"  {model} {who} {inp} ...")
                 got[who] = run_subprocess({**base, "who": who, "input": inp})
-            flops = rows[-1]["flops_per_image"] if inp == "data" else got["dgen"].get("flops_per_image")
-            row = {"model": model, "name": f"{LABELS.get(model, model)}-{image_size}", "input": inp,
-                   "batch_size": batch_size, "flops_per_image": flops,
-                   "dgen": got["dgen"], "plain": got["plain"],
-                   "ratio": got["dgen"]["images_per_s"] / got["plain"]["images_per_s"]}
-            for who in ("dgen", "plain"):
+                flops = flops or got[who].get("flops_per_image")  # dgen runs first
                 achieved = flops * got[who]["images_per_s"] if flops else None
-                got[who]["tflops"] = achieved / 1e12 if achieved else None
-                got[who]["mfu"] = achieved / peak if achieved and peak else None
-            rows.append(row)
+                got[who].update(tflops=achieved / 1e12 if achieved else None,
+                                mfu=achieved / peak if achieved and peak else None)
+            rows.append({"model": model, "name": f"{LABELS.get(model, model)}-{image_size}", "input": inp,
+                         "batch_size": batch_size, "flops_per_image": flops, "dgen": got["dgen"], "plain": got["plain"],
+                         "ratio": got["dgen"]["images_per_s"] / got["plain"]["images_per_s"]})
     return rows
 
 

@@ -82,3 +82,15 @@ def decode_npy(data: bytes) -> np.ndarray:
             _NPY_LAYOUTS[head] = (arr.dtype, arr.shape, offset)
         return arr
     return np.load(io.BytesIO(data), allow_pickle=False)  # raises a clear "not a .npy file" error
+
+
+def npy_image(data: bytes) -> np.ndarray:
+    """A stored npy image: uint8, H x W x 1 or 3 (a ValueError naming what it is otherwise)."""
+    arr = decode_npy(data)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in MODES:
+        raise ValueError(f"npy image is {arr.dtype} {arr.shape}, expected uint8 H x W x 1|3")
+    return arr
+
+
+def npy_to_pil(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)

@@ -51,15 +51,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from dgen.data.images import decode_npy
+from dgen.data.images import MODES, npy_image, npy_to_pil
 from dgen.data.manifest import Manifest, dataset_location, load_manifest, shard_url
 from dgen.data.tarread import shard_samples
 from dgen.errors import DataError
 
 log = logging.getLogger(__name__)
-
-MODES = {1: "L", 3: "RGB"}
-
 
 @dataclass(frozen=True)
 class Decoder:
@@ -89,14 +86,13 @@ class Decoder:
 
     def _pixels(self, data: bytes) -> torch.Tensor:
         if self.image_format == "npy":
-            arr = decode_npy(data)
-            if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in MODES:
-                raise ValueError(f"npy image is {arr.dtype} {arr.shape}, expected uint8 H x W x 1|3")
-            img = torch.from_numpy(arr.copy()).permute(2, 0, 1)  # a copy: the tar bytes are read-only
-            if self.channels is None or img.shape[0] == self.channels:
-                return img
-            data = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # conversion: PIL's rules below
-        with (data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))) as im:
+            arr = npy_image(data)
+            if self.channels in (None, arr.shape[2]):
+                return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # a copy: the tar bytes are read-only
+            im = npy_to_pil(arr)  # channel conversion by PIL's rules, as below
+        else:
+            im = Image.open(io.BytesIO(data))
+        with im:
             if self.channels is not None and im.mode != MODES[self.channels]:
                 im = im.convert(MODES[self.channels])  # L -> RGB repeats the channel; RGB -> L is luma
             arr = np.array(im)  # a writable copy that outlives the file

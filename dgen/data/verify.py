@@ -15,11 +15,10 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from dgen.data.images import MODES, decode_npy
+from dgen.data.images import MODES, npy_image
 from dgen.data.manifest import Manifest, is_remote, load_manifest, shard_url
 
 
@@ -106,10 +105,8 @@ def _reraise(e: Exception) -> bool:
 def _decoded_mode_size(data: bytes, image_format: str) -> tuple[str, list[int]]:
     """(PIL-style mode, [height, width]) of a stored image, decoding it fully."""
     if image_format == "npy":
-        arr = decode_npy(data)
-        if arr.dtype != np.uint8 or arr.ndim != 3:
-            raise ValueError(f"npy image is {arr.dtype} {arr.shape}, expected uint8 H x W x C")
-        return {1: "L", 3: "RGB"}.get(arr.shape[2], f"{arr.shape[2]} channels"), [arr.shape[0], arr.shape[1]]
+        arr = npy_image(data)
+        return MODES[arr.shape[2]], [arr.shape[0], arr.shape[1]]
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         return im.mode, [im.height, im.width]

@@ -160,7 +160,8 @@ def train(cfg: Config) -> Path:
 
 def resolve_defaults(cfg: Config, deepspeed: bool) -> None:
     """Unset knobs, resolved (and saved in config.json, so a resume replays them): bf16 autocast on a GPU that
-    has it, unless the launcher chose a precision; loader workers by the CPUs each GPU gets."""
+    has it, unless the launcher chose a precision; loader workers by the CPUs each GPU gets. On CUDA also
+    the process-wide backend choices: cuDNN autotuning and TF32."""
     cuda = torch.cuda.is_available()
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if cfg.mixed_precision is None and launcher == "no" and cuda and not deepspeed and torch.cuda.is_bf16_supported():
