@@ -240,7 +240,7 @@ def test_dry_run_checks_both_domains(tmp_path, digits_shards, capsys):
     assert main(["--model", "dann", "--data", f"{digits_shards}:{tmp_path / 'none'}", "--dry-run"]) == 2
     assert f"no shards at {tmp_path / 'none'}" in capsys.readouterr().err
     assert main(["--model", "dann", "--data", f"{digits_shards}:{digits_shards}", "--dry-run"]) == 0
-    assert f"dry run: dann on {digits_shards}:{digits_shards}, 500 steps" in capsys.readouterr().out
+    assert f"dry run: dann on {digits_shards}:{digits_shards}, 1500 steps" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("pair", ["digits:digits-m", "usps:mnist-m", "mnist-m:svhn", "svhn:usps", "mnist:mnist-m",

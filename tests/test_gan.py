@@ -87,3 +87,39 @@ def test_training_lowers_fid_clearly_below_the_untrained_generator(tmp_path):
     assert best["value"] == min(r["test/fid_classifier"] for r in trained)
     assert (tmp_path / "trained" / "checkpoints" / f"step-{best['step']:08d}").is_dir()  # the best one is kept
     assert "Best FID (classifier features)" in (tmp_path / "trained" / "report.md").read_text()
+
+
+def test_ema_generator_is_checkpointed_resumed_and_sampled(tmp_path):
+    """--ema keeps an average of G's weights: saved with every checkpoint, continued exactly on resume, and the
+    network that draws the samples (and so the FID); --augment runs D on transformed images."""
+    import torch
+
+    from dgen.engine.run import load_generator
+
+    common = ["--model", "dcgan", *FAST, "--ema", 4, "--augment", "color,translation,cutout", "--ckpt-every", 3]
+    train(tmp_path, *common, "--out", tmp_path / "straight", "--max-steps", 6)
+    train(tmp_path, *common, "--out", tmp_path / "resumed", "--max-steps", 3)
+    train(tmp_path, *common, "--out", tmp_path / "resumed", "--max-steps", 6, "--resume")
+    ema = []
+    for run in ("straight", "resumed"):
+        cfg, method, ckpt = load_generator(tmp_path / run)
+        assert ckpt.name == "step-00000006"
+        g, avg = method.models["G"].state_dict(), method.models["G_ema"].module.state_dict()
+        assert any(not torch.equal(g[k], avg[k]) for k in g if g[k].is_floating_point())  # an average, not a copy
+        z = torch.randn(4, cfg.method.nz)
+        with torch.no_grad():
+            assert torch.equal(method.sample(z), method.models["G_ema"].module.eval()(z))
+        ema.append(avg)
+    assert all(torch.equal(ema[0][k], ema[1][k]) for k in ema[0])  # resumed = straight
+    assert [r["d_loss"] for r in rows(tmp_path / "straight") if "d_loss" in r] == \
+        [r["d_loss"] for r in rows(tmp_path / "resumed") if "d_loss" in r]
+
+
+def test_label_tricks_are_refused_with_the_wasserstein_loss(tmp_path):
+    for flag in (["--label-flip-every", 16], ["--label-noise", 0.1]):
+        done = train(tmp_path, "--model", "wgan-gp", *flag, "--out", tmp_path / "bad", "--max-steps", 1, *FAST,
+                     check=False)
+        assert done.returncode == 2 and f"{flag[0]} changes D's real/fake targets" in done.stderr, done.stderr[-2000:]
+    done = train(tmp_path, "--model", "dcgan", "--augment", "color,zoom", "--out", tmp_path / "bad", "--max-steps", 1,
+                 *FAST, check=False)
+    assert done.returncode == 2 and "unknown augmentation zoom" in done.stderr

@@ -282,3 +282,55 @@ def test_dcgan_init_uses_0_02():
             assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
     big = max((x for x in g.modules() if isinstance(x, nn.ConvTranspose2d)), key=lambda x: x.weight.numel())
     assert abs(big.weight.std().item() - 0.02) < 0.0005
+
+
+# ---------------------------------------------------------------- DiffAugment, critic normalisation
+
+
+def test_diffaugment_keeps_shapes_and_passes_gradients():
+    from dgen.models.augment import DiffAugment
+
+    torch.manual_seed(0)
+    x = (torch.rand(8, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    y = DiffAugment("color,translation,cutout")(x)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    y.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # channels-last batches (the trainer's layout) stay channels-last
+    cl = x.detach().contiguous(memory_format=torch.channels_last)
+    assert DiffAugment("translation")(cl).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(DiffAugment("")(x), x)  # off
+
+
+def test_translation_and_cutout_move_and_blank_whole_pixels():
+    from dgen.models.augment import cutout, translation
+
+    torch.manual_seed(1)
+    x = torch.arange(1.0, 65.0).view(1, 1, 8, 8).repeat(16, 1, 1, 1)
+    shifted = translation(x, ratio=0.25)
+    for img in shifted[:, 0]:  # each image is the original moved by (dy, dx) with zeros where nothing moved in
+        kept = img[img != 0]
+        assert len(kept) >= 36 and set(kept.tolist()) <= set(range(1, 65))
+        rows, cols = (img != 0).nonzero(as_tuple=True)
+        dy, dx = int(img[rows[0], cols[0]] - 1) // 8 - int(rows[0]), int(img[rows[0], cols[0]] - 1) % 8 - int(cols[0])
+        src = x[0, 0, (rows + dy), (cols + dx)]
+        assert torch.equal(img[rows, cols], src) and abs(dy) <= 2 and abs(dx) <= 2
+    blanked = cutout(torch.ones(64, 1, 8, 8))
+    zeros = (blanked == 0).flatten(1).sum(1)
+    assert zeros.max() == 16 and zeros.min() >= 4  # a 4x4 square, clipped at the borders
+
+
+def test_unknown_augmentation_is_named():
+    from dgen.models.augment import DiffAugment
+
+    with pytest.raises(ValueError, match="unknown augmentation flip"):
+        DiffAugment("color,flip")
+
+
+@pytest.mark.parametrize("norm, kind", [("batch", nn.BatchNorm2d), ("layer", nn.GroupNorm), ("none", nn.Identity)])
+def test_critic_normalisation(norm, kind):
+    d = DCGANDiscriminator(8, 1, 32, norm=norm)
+    assert any(isinstance(m, kind) for m in d.modules())
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    if norm != "batch":  # a per-image critic: one image's score does not depend on the rest of the batch
+        assert torch.allclose(d(x)[:1], d(x[:1]), atol=1e-6)

@@ -189,17 +189,20 @@ def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
                             else torch.contiguous_format)
     for m in method.models.values():
         m.to(memory_format=method.memory_format)
-    names, phases = list(method.models), list(method.phases)
+    names, phases = [n for n in method.models if n not in method.averages], list(method.phases)
     optimizers = method.optimizers()
     schedulers = [_schedule(optimizers[p], cfg) for p in phases]
-    prepared = acc.prepare(*method.models.values(), *(optimizers[p] for p in phases), *schedulers)
-    method.models = dict(zip(names, prepared[: len(names)]))
+    prepared = acc.prepare(*(method.models[n] for n in names), *(optimizers[p] for p in phases), *schedulers)
+    averages = {n: method.models[n].to(acc.device) for n in method.averages}
+    for m in averages.values():  # saved as custom_checkpoint_<i>.pkl, in this order (see dgen.engine.run.load_trained)
+        acc.register_for_checkpointing(m)
+    method.models = {**dict(zip(names, prepared[: len(names)])), **averages}
     optimizers = dict(zip(phases, prepared[len(names): len(names) + len(phases)]))
     schedulers = dict(zip(phases, prepared[len(names) + len(phases):]))
     method._unwrap = lambda m: bare_network(acc, m)
     method.accelerator = acc
     if cfg.compile:  # after DDP wrapping (its graph breaks at bucket boundaries); checkpoints keep plain names
-        method.models = {n: torch.compile(m) for n, m in method.models.items()}
+        method.models = {n: m if n in averages else torch.compile(m) for n, m in method.models.items()}
     return method, optimizers, schedulers
 
 

@@ -179,8 +179,11 @@ class DANN(Classify):
 
     def loss(self, phase, batch):
         xs, ys, xt = self.labelled_images(batch), batch["label"], batch["target_image"]
-        h = self.models["F"](torch.cat([xs, xt]))  # one pass: one set of BatchNorm statistics for both domains
-        logits = self.models["C"](h[: len(xs)]).float()
+        # One pass per domain, as the DANN papers' code does: during training BatchNorm normalises each domain
+        # by its own batch statistics. One pass over both (dgen before) left ~9 points of target accuracy behind.
+        hs, ht = self.models["F"](xs), self.models["F"](xt)
+        h = torch.cat([hs, ht])
+        logits = self.models["C"](hs).float()
         ce = F.cross_entropy(logits, ys)
         coeff = self.coeff()
         d = self.models["D"](h, coeff).float()

@@ -53,6 +53,9 @@ class Method:
 
     def __init__(self, cfg, data: DataSpec):
         self.cfg, self.hp, self.data = cfg, cfg.method, data
+        # models that are running averages of another (name -> its source, e.g. {"G_ema": "G"}), set by build():
+        # updated by the method itself, never by an optimizer, so not wrapped for DDP; checkpointed all the same
+        self.averages: dict[str, str] = {}
         self.models: dict[str, nn.Module] = self.build()
         self._unwrap = lambda m: m
         self.accelerator = None  # set by the trainer (for no_sync and the like)

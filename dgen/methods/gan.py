@@ -25,16 +25,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from torch.optim.swa_utils import AveragedModel
+
 from dgen.config import ConfigError
 from dgen.eval.images import save_variations
 from dgen.methods.base import Method, ReportContext, evaluating
+from dgen.models.augment import DiffAugment
 
 
 # -- adversarial losses: one signature for every flavour ------------------------------------------
 class AdversarialLoss:
     """d_loss(real_out, fake_out, real_target, fake_target) and g_loss(fake_out, real_target)."""
 
-    uses_targets = True
+    uses_targets = True  # False: the loss ignores the targets, so the label tricks cannot apply to it
 
     def d_loss(self, real, fake, real_target, fake_target):
         raise NotImplementedError
@@ -79,6 +82,7 @@ class GANConfig:
     loss: str = "bce"  # bce | lsgan | wgan
     nz: int = 100  # latent size
     width: int = 64  # ngf = ndf for the DCGAN architectures
+    d_norm: str = "batch"  # the DCGAN discriminator's normalisation: batch | layer | none (WGAN-GP critics)
     optimizer: str = "adam"  # adam | rmsprop
     lr_d: float = 0.0  # 0: the trainer's --lr
     n_critic: int = 1  # D steps per G step
@@ -87,6 +91,9 @@ class GANConfig:
     label_flip_every: int = 0  # swap real/fake targets for D every k-th step (seed 001: 16); 0 = off
     label_noise: float = 0.0  # std of Gaussian noise added to D's targets (seed 001: 0.1)
     instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (real and fake)
+    augment: str = ""  # DiffAugment policy for D's inputs, e.g. "color,translation,cutout"; "" = off
+    ema: float = 0.0  # half-life, in G steps, of the average of G's weights used for samples and FID; 0 = off
+    ema_rampup: float = 0.05  # the half-life is at most this fraction of the G steps so far (StyleGAN2-ADA)
     init_from: str = ""  # vaegan: a dgen VAE run whose decoder initialises G
 
 
@@ -103,7 +110,17 @@ class GAN(Method):
             raise ConfigError(f"--optimizer must be adam or rmsprop, got {hp.optimizer!r}")
         if hp.n_critic < 1:
             raise ConfigError(f"--n-critic must be >= 1, got {hp.n_critic}")
+        if hp.ema < 0 or hp.ema_rampup < 0:
+            raise ConfigError(f"--ema and --ema-rampup must be >= 0, got {hp.ema} and {hp.ema_rampup}")
         self.adversarial = LOSSES[hp.loss]()
+        tricks = [f for f, on in (("--label-flip-every", hp.label_flip_every), ("--label-noise", hp.label_noise)) if on]
+        if tricks and not self.adversarial.uses_targets:
+            raise ConfigError(f"{' and '.join(tricks)} {'change' if len(tricks) > 1 else 'changes'} D's real/fake targets, which the {hp.loss} loss does not "
+                              f"have (a critic's score has no target): use --loss bce or lsgan, or leave them at 0")
+        try:
+            self.augment = DiffAugment(hp.augment)
+        except ValueError as e:
+            raise ConfigError(f"--augment {hp.augment!r}: {e}") from None
         super().__init__(cfg, data)
 
     # -- networks and optimizers ------------------------------------------------------------------
@@ -113,7 +130,7 @@ class GAN(Method):
         hp, d = self.hp, self.data
         if hp.arch == "dcgan":
             g = nets.DCGANGenerator(hp.nz, hp.width, d.channels, d.image_size)
-            dis = nets.DCGANDiscriminator(hp.width, d.channels, d.image_size)
+            dis = nets.DCGANDiscriminator(hp.width, d.channels, d.image_size, hp.d_norm)
         elif hp.arch == "mnist":
             if d.image_size != 28:
                 raise ValueError(f"arch mnist (seed 003) makes 28x28 images; pass --image-size 28 (data: {d.image_size})")
@@ -131,7 +148,25 @@ class GAN(Method):
             dis.apply(nets.dcgan_init)
         if hp.init_from:
             self._init_from_vae(g)
-        return {"G": g, "D": dis}
+        models = {"G": g, "D": dis}
+        if hp.ema:
+            models["G_ema"] = AveragedModel(g, multi_avg_fn=self._ema_update, use_buffers=True)
+            self.averages = {"G_ema": "G"}
+        return models
+
+    def _ema_beta(self) -> float:
+        """How much of the average a G step keeps: a half-life of `ema` G steps, ramped up from the start (at
+        most ema_rampup x the G steps so far), so the average does not drag the untrained weights along."""
+        g_steps = (self.step + 1) // self.hp.n_critic
+        half_life = min(self.hp.ema, self.hp.ema_rampup * g_steps) if self.hp.ema_rampup else self.hp.ema
+        return 0.5 ** (1.0 / half_life) if half_life > 0 else 0.0
+
+    def _ema_update(self, averages: list[torch.Tensor], currents: list[torch.Tensor], _updates) -> None:
+        """One group of tensors (same device and dtype); integer buffers (BatchNorm's step count) are copied."""
+        if averages[0].is_floating_point():
+            torch._foreach_lerp_(averages, currents, 1.0 - self._ema_beta())
+        else:
+            torch._foreach_copy_(averages, currents)
 
     def _init_from_vae(self, g) -> None:
         from dgen.engine.run import load_trained
@@ -182,6 +217,8 @@ class GAN(Method):
         return real, fake
 
     def _d_input(self, x):
+        """What D sees of an image: DiffAugment's transforms (if on), then instance noise (if on)."""
+        x = self.augment(x)
         return x + self.hp.instance_noise * torch.randn_like(x) if self.hp.instance_noise else x
 
     def loss(self, phase, batch):
@@ -216,10 +253,14 @@ class GAN(Method):
             with torch.no_grad():
                 for p in self.models["D"].parameters():
                     p.clamp_(-self.hp.clip, self.hp.clip)
+        if phase == "G" and "G_ema" in self.models:
+            self.models["G_ema"].update_parameters(self.unwrap("G"))
 
     # -- samples and the report ----------------------------------------------------------------------
     def sample(self, z):
-        with evaluating(self.unwrap("G")) as g:
+        """Images from G, or from the average of its weights when --ema is on (what FID and the grids see)."""
+        g = self.models["G_ema"].module if "G_ema" in self.models else self.unwrap("G")
+        with evaluating(g):
             return g(z)
 
     def report(self, ctx: ReportContext):

@@ -40,6 +40,10 @@ from torch import nn
 from dgen.models.vae import WIDTHS, conv_sizes
 
 DCGAN_SIZES = (32, 64)
+# A discriminator's normalisation between convolutions. "batch" is DCGAN's; a WGAN-GP critic must not
+# mix the images of a batch (its penalty is per image, Gulrajani et al. sec. 4): "layer" (per image over
+# channels and pixels, as GroupNorm with one group) or "none".
+NORMS = {"batch": nn.BatchNorm2d, "layer": lambda c: nn.GroupNorm(1, c), "none": lambda c: nn.Identity()}
 
 
 def dcgan_init(module: nn.Module) -> nn.Module:
@@ -92,20 +96,23 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """Seeds 000/002/004 DCGAN discriminator: images [B, channels, 64, 64] (or 32x32) -> logits [B].
 
+    norm: "batch" (the seeds'), "layer" or "none" between the convolutions (see NORMS).
     The seeds end with nn.Sigmoid(); it is left out on purpose: dgen uses BCE-with-logits, which is
     safe under autocast (BCELoss on probabilities is not). sigmoid(logits) gives the seeds' D(x).
     """
 
-    def __init__(self, ndf: int = 64, channels: int = 3, image_size: int = 64):
+    def __init__(self, ndf: int = 64, channels: int = 3, image_size: int = 64, norm: str = "batch"):
         super().__init__()
         stages = _dcgan_stages(image_size)
+        if norm not in NORMS:
+            raise ValueError(f"unknown discriminator norm {norm!r} ({', '.join(NORMS)})")
         self.channels, self.image_size = channels, image_size
-        layers: list[nn.Module] = [nn.Conv2d(channels, ndf, 4, 2, 1, bias=False),  # no BatchNorm here
+        layers: list[nn.Module] = [nn.Conv2d(channels, ndf, 4, 2, 1, bias=False),  # no normalisation here
                                    nn.LeakyReLU(0.2, inplace=True)]
         width = ndf
         for _ in range(stages - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=norm == "none"),
+                       NORMS[norm](width * 2), nn.LeakyReLU(0.2, inplace=True)]
             width *= 2
         layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=False))  # 4x4 -> 1x1, no Sigmoid (logits)
         self.main = nn.Sequential(*layers)
