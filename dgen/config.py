@@ -151,7 +151,7 @@ def resolve(overrides: dict, replay: dict | None = None, dataset: str | None = N
     if replay is None:
         from dgen.engine.run import dataset_name
 
-        top, meth = preset(model, dataset or dataset_name(data))
+        top, meth = preset(model, dataset or dataset_name(data), overrides.get("method", {}).get("arch"))
         update(cfg, top)
         update(cfg.method, meth, "method.")
     for source in (base, overrides):

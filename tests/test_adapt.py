@@ -251,7 +251,21 @@ def test_presets_for_the_seeds_pairs(pair):
     for model in ("source-only", "target-only", "dann", "gta"):
         cfg = resolve({"model": model, "data": pair})
         assert cfg.image_size == 32 and cfg.max_steps >= 500, (model, pair)
-        if model == "gta":  # the reference implementation's Adam(5e-4, beta1 0.8)
+        if model == "gta":  # the reference implementation's Adam(5e-4, beta1 0.8); seed 002's networks on its pairs
             assert (cfg.lr, cfg.beta1) == (5e-4, 0.8)
+            assert cfg.method.arch == ("cnn" if pair == "digits:digits-m" else "gta")
     assert resolve({"model": "dann", "data": f"shards/{pair.replace(':', ':shards/')}"}).max_steps == \
         resolve({"model": "dann", "data": pair}).max_steps  # folders name the same pair
+
+
+def test_dann_beats_source_only_at_a_short_preset(tmp_path, digits_shards, digits_m_shards):
+    """The adaptation itself, not only its plumbing: at seed 0 and 300 steps of 32 images, DANN's target accuracy
+    is clearly above the same network trained on the source alone (README: 70.3% vs 44% at the default preset)."""
+    final = {}
+    for model in ("source-only", "dann"):
+        run = tmp_path / model
+        train(tmp_path, "--model", model, "--data", f"{digits_shards}:{digits_m_shards}", "--out", run, "--seed", 0,
+              "--max-steps", 300, "--batch-size", 32, "--num-workers", 0, "--tracker", "none", "--log-every", 100,
+              "--eval-every", 1000, timeout=600)
+        final[model] = [r for r in rows(run) if "test/accuracy" in r][-1]["test/accuracy"]
+    assert final["dann"] > final["source-only"] + 0.05, final

@@ -13,14 +13,18 @@ target's test split.
 - dann (Ganin & Lempitsky 2015): one phase; F and C learn the source labels while a domain
   discriminator D reads F's features of both domains through a gradient-reversal layer whose
   coefficient follows 2 / (1 + exp(-gamma p)) - 1, p = training progress in [0, 1] (gamma 10), so F
-  learns features D cannot tell apart. Architectures: seed 002's CNN (`--arch cnn`) or seed 000's
-  5-conv extractor (`--arch conv5`).
+  learns features D cannot tell apart. F sees each domain's batch in its own pass, so BatchNorm
+  normalises each by its own statistics during training. Architectures: seed 002's CNN (`--arch cnn`)
+  or seed 000's 5-conv extractor (`--arch conv5`).
 - gta (Sankaranarayanan et al. 2018, seed 002): F, C, a generator G(features, one-hot label or
   "target", noise) -> image and a discriminator D with a real/fake and a class head, updated in the
   seed's order each step: D (real source images are real and of their class; G's images from
   source and target features are fake), G (its source images should pass as real and of their
   class), C (source labels), F (C's loss + adv_weight * D's class loss on G's source images +
-  adv_weight * alpha * D's real/fake loss on G's target images, read as real).
+  adv_weight * alpha * D's real/fake loss on G's target images, read as real). G and D are
+  initialised as in the reference code (conv N(0, 0.02), BatchNorm N(1, 0.02), Linear N(0, 0.1)).
+  F and C: `--arch gta` is seed 002's (the preset on the seeds' pairs); on the embedded pair the
+  preset uses the same `cnn` F and C as the other rows, with G and D at `--width 32`.
 
 dgen's addition, for any of them: `--invert-prob P` inverts each labelled training image's polarity
 with probability P (digits on photos appear both light-on-dark and dark-on-light); its effect on the
@@ -43,7 +47,7 @@ import torch.nn.functional as F
 from dgen.config import ConfigError
 from dgen.eval.tsne import save_tsne
 from dgen.methods.base import Method, ReportContext, evaluating
-from dgen.models.domain import DomainDiscriminator, GtaDiscriminator, GtaGenerator, build_classifier
+from dgen.models.domain import DomainDiscriminator, GtaDiscriminator, GtaGenerator, build_classifier, gta_init
 
 TSNE_POINTS = 1000  # per domain
 
@@ -201,8 +205,8 @@ class DANN(Classify):
 
 @dataclass
 class GTAConfig(ClassifierConfig):
-    arch: str = "gta"
     nz: int = 512  # noise size of G's input
+    width: int = 64  # ngf = ndf of G and D (the reference code's 64)
     adv_weight: float = 0.1  # weight of D's class loss on G's source images in F's update
     alpha: float = 0.3  # times adv_weight: weight of D's real/fake loss on G's target images in F's update
 
@@ -214,8 +218,15 @@ class GTA(Classify):
     loss_terms = ("d_loss", "g_loss", "cls_loss", "f_loss")
 
     def extra_models(self, dim, classes):
-        return {"G": GtaGenerator(dim, classes, self.hp.nz, self.data.channels),
-                "D": GtaDiscriminator(self.data.channels, classes)}
+        G = GtaGenerator(dim, classes, self.hp.nz, self.data.channels, self.hp.width)
+        D = GtaDiscriminator(self.data.channels, classes, self.hp.width)
+        return {"G": gta_init(G), "D": gta_init(D)}
+
+    def build(self):
+        models = super().build()
+        if self.hp.arch == "gta":  # the reference code initialises its own F and C the same way
+            gta_init(models["F"]), gta_init(models["C"])
+        return models
 
     def optimizers(self):
         return {p: self.adam(self.models[p].parameters()) for p in self.phases}

@@ -279,8 +279,7 @@ class LSGANConfig(GANConfig):
 
 
 @dataclass
-class WGANConfig(GANConfig):  # seed 003: MLP generator and critic, RMSprop 5e-5, n_critic 5, clip 0.01
-    arch: str = "mlp"
+class WGANConfig(GANConfig):  # Arjovsky et al.: RMSprop, n_critic 5, clip 0.01; DCGAN nets (--arch mlp: seed 003's)
     loss: str = "wgan"
     optimizer: str = "rmsprop"
     n_critic: int = 5
@@ -288,9 +287,9 @@ class WGANConfig(GANConfig):  # seed 003: MLP generator and critic, RMSprop 5e-5
 
 
 @dataclass
-class WGANGPConfig(GANConfig):  # Gulrajani et al.: lambda 10, n_critic 5, Adam(1e-4, betas 0, 0.9)
-    arch: str = "mlp"
+class WGANGPConfig(GANConfig):  # Gulrajani et al.: lambda 10, n_critic 5, Adam(1e-4, betas 0, 0.9), no BatchNorm in D
     loss: str = "wgan"
+    d_norm: str = "layer"
     n_critic: int = 5
     gp_weight: float = 10.0
 
