@@ -233,8 +233,9 @@ def train_step(acc, method, optimizers: dict, schedulers: dict, micro: list[dict
 def _configure_deepspeed(acc, cfg: Config, method) -> None:
     """DeepSpeed runs one engine per Accelerator: single-model methods only, sizes set explicitly
     (dgen does not hand its loaders to Accelerate, so DeepSpeed's "auto" batch sizes are filled here)."""
-    if len(method.models) > 1:
-        raise ConfigError(f"{cfg.model} trains {len(method.models)} networks ({', '.join(method.models)}); under "
+    trained = [n for n in method.models if n not in method.averages]
+    if len(trained) > 1:
+        raise ConfigError(f"{cfg.model} trains {len(trained)} networks ({', '.join(trained)}); under "
                           "DeepSpeed Accelerate drives one engine per Accelerator, and one ZeRO engine cannot hold a "
                           "GAN (the G step back-propagates through D, whose ZeRO-2 gradient partitions then break). "
                           "Train it with DDP (any non-DeepSpeed launch config) instead")
