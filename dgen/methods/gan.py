@@ -1,12 +1,14 @@
 """GAN training methods: dcgan, lsgan, wgan, wgan-gp and vaegan, as named phases "D" and "G".
 
     accelerate launch dgen/train.py --model dcgan                      # embedded digits, 32 px
-    accelerate launch dgen/train.py --model wgan --data mnist          # seed 003: MLPs, RMSprop 5e-5, n_critic 5
+    accelerate launch dgen/train.py --model wgan --arch mlp --data mnist   # seed 003: MLPs, RMSprop 5e-5, n_critic 5
     accelerate launch dgen/train.py --model vaegan --init-from runs/vae-digits-...   # seed 001
 
 A GAN flavour is a (d_loss, g_loss) pair sharing one signature (`AdversarialLoss`); the tricks of
 seed 001 (label flipping every k steps, Gaussian label noise, noise on the discriminator's inputs)
-are switches that work with any loss. Each trainer step runs "D" (and "G", every `n_critic`-th
+are switches that work with any loss that has real/fake targets (bce, lsgan). For small datasets:
+`--ema H` samples from an average of G's weights (half-life H G steps) and `--augment POLICY` runs
+DiffAugment on everything D sees. Each trainer step runs "D" (and "G", every `n_critic`-th
 step). The fake batch for D is made under no_grad (DDP would otherwise wait for G's gradients);
 in the G step D is frozen (`Method.frozen`: no gradients, `no_sync`), so only G's gradients are all-reduced: no
 gradient is reduced twice or left unsynchronised.
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from torch.optim.swa_utils import AveragedModel
 
 from dgen.config import ConfigError
