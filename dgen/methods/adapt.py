@@ -225,7 +225,8 @@ class GTA(Classify):
     def build(self):
         models = super().build()
         if self.hp.arch == "gta":  # the reference code initialises its own F and C the same way
-            gta_init(models["F"]), gta_init(models["C"])
+            for name in ("F", "C"):
+                gta_init(models[name])
         return models
 
     def optimizers(self):

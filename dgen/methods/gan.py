@@ -116,8 +116,9 @@ class GAN(Method):
         self.adversarial = LOSSES[hp.loss]()
         tricks = [f for f, on in (("--label-flip-every", hp.label_flip_every), ("--label-noise", hp.label_noise)) if on]
         if tricks and not self.adversarial.uses_targets:
-            raise ConfigError(f"{' and '.join(tricks)} {'change' if len(tricks) > 1 else 'changes'} D's real/fake targets, which the {hp.loss} loss does not "
-                              f"have (a critic's score has no target): use --loss bce or lsgan, or leave them at 0")
+            verb = "change" if len(tricks) > 1 else "changes"
+            raise ConfigError(f"{' and '.join(tricks)} {verb} D's real/fake targets, which the {hp.loss} loss does not "
+                              "have (a critic's score has no target): use --loss bce or lsgan, or leave them at 0")
         try:
             self.augment = DiffAugment(hp.augment)
         except ValueError as e:

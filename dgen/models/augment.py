@@ -6,8 +6,9 @@
 
 On a small dataset D memorises the real images within a few thousand steps and its feedback to G turns
 to noise. Showing D only randomly transformed images (real and fake alike, in D's step and in G's)
-removes the shortcut; because every transform is differentiable, G still learns through it, and
-because G's own output is never transformed, G does not learn to produce the transforms.
+removes the shortcut. Every transform is differentiable, so G still learns through it, and real and
+fake images go through the same kind of transforms, so G is pushed towards the untransformed data, not
+towards producing the transforms.
 
 Policies (each applied per image, with its own random draw, in the order given):
 - color: brightness + U(-0.5, 0.5), saturation x U(0, 2) around the pixel's channel mean, contrast

@@ -130,15 +130,13 @@ class DomainDiscriminator(nn.Module):
 
 
 def gta_init(module: nn.Module) -> nn.Module:
-    """The GTA reference code's initialisation: (transposed) conv weights ~ N(0, 0.02), BatchNorm weights ~
-    N(1, 0.02) and biases 0, Linear weights ~ N(0, 0.1) and biases 0."""
+    """The GTA reference code's initialisation: DCGAN's for (transposed) convolutions and BatchNorm, and
+    Linear weights ~ N(0, 0.1) with zero biases."""
+    from dgen.models.gan import dcgan_init
+
+    dcgan_init(module)
     for m in module.modules():
-        if isinstance(m, nn.modules.conv._ConvNd):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, 0.1)
             nn.init.zeros_(m.bias)
     return module
