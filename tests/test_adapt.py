@@ -259,13 +259,14 @@ def test_presets_for_the_seeds_pairs(pair):
 
 
 def test_dann_beats_source_only_at_a_short_preset(tmp_path, digits_shards, digits_m_shards):
-    """The adaptation itself, not only its plumbing: at seed 0 and 300 steps of 32 images, DANN's target accuracy
-    is clearly above the same network trained on the source alone (README: 70.3% vs 44% at the default preset)."""
+    """The adaptation itself, not only its plumbing: at seed 0 and 150 steps of 32 images, DANN's target accuracy
+    is clearly above the same network trained on the source alone (measured 53.6% vs 40.0%; README: 70.7% vs
+    49.2% at the default preset)."""
     final = {}
     for model in ("source-only", "dann"):
         run = tmp_path / model
         train(tmp_path, "--model", model, "--data", f"{digits_shards}:{digits_m_shards}", "--out", run, "--seed", 0,
-              "--max-steps", 300, "--batch-size", 32, "--num-workers", 0, "--tracker", "none", "--log-every", 100,
+              "--max-steps", 150, "--batch-size", 32, "--num-workers", 0, "--tracker", "none", "--log-every", 50,
               "--eval-every", 1000, timeout=600)
         final[model] = [r for r in rows(run) if "test/accuracy" in r][-1]["test/accuracy"]
     assert final["dann"] > final["source-only"] + 0.05, final
