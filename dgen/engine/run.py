@@ -100,14 +100,13 @@ def load_trained(run_dir: str | Path, device: str = "cpu"):
     cfg = resolve({}, json.loads((run_dir / "config.json").read_text()))
     spec = DataSpec(dataset_name(cfg.data), cfg.image_size, cfg.channels, _classes(cfg), None)
     method = get_method(cfg.model)(cfg, spec)
-    trained = [n for n in method.models if n not in method.averages]
     for i, name in enumerate(method.averages):  # registered for checkpointing in this order
         file = ckpt / f"custom_checkpoint_{i}.pkl"
         if not file.is_file():
             raise ConfigError(f"{ckpt} holds no weights for {name} ({file.name})")
         method.models[name].load_state_dict(torch.load(file, map_location=device, weights_only=True))
         method.models[name].to(device).eval()
-    for i, name in enumerate(trained):  # Accelerate saves models in prepare() order
+    for i, name in enumerate(method.trained()):  # Accelerate saves models in prepare() order
         model = method.models[name]
         file = ckpt / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
         if file.is_file():

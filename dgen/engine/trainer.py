@@ -189,7 +189,7 @@ def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
                             else torch.contiguous_format)
     for m in method.models.values():
         m.to(memory_format=method.memory_format)
-    names, phases = [n for n in method.models if n not in method.averages], list(method.phases)
+    names, phases = method.trained(), list(method.phases)
     optimizers = method.optimizers()
     schedulers = [_schedule(optimizers[p], cfg) for p in phases]
     prepared = acc.prepare(*(method.models[n] for n in names), *(optimizers[p] for p in phases), *schedulers)
@@ -233,7 +233,7 @@ def train_step(acc, method, optimizers: dict, schedulers: dict, micro: list[dict
 def _configure_deepspeed(acc, cfg: Config, method) -> None:
     """DeepSpeed runs one engine per Accelerator: single-model methods only, sizes set explicitly
     (dgen does not hand its loaders to Accelerate, so DeepSpeed's "auto" batch sizes are filled here)."""
-    trained = [n for n in method.models if n not in method.averages]
+    trained = method.trained()
     if len(trained) > 1:
         raise ConfigError(f"{cfg.model} trains {len(trained)} networks ({', '.join(trained)}); under "
                           "DeepSpeed Accelerate drives one engine per Accelerator, and one ZeRO engine cannot hold a "

@@ -107,6 +107,10 @@ class Method:
         return {}
 
     # -- provided ------------------------------------------------------------------------------------
+    def trained(self) -> list[str]:
+        """Names of the models an optimizer updates (all but the running averages), in build order."""
+        return [n for n in self.models if n not in self.averages]
+
     def unwrap(self, name: str) -> nn.Module:
         return self._unwrap(self.models[name])
 
