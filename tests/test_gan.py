@@ -63,7 +63,8 @@ def test_divergence_stops_with_a_clear_message(tmp_path):
     run = tmp_path / "run"
     train(tmp_path, "--model", "lsgan", "--arch", "mlp", "--out", run, "--max-steps", 2, *FAST)
     before = (run / "checkpoints" / "step-00000002" / "model.safetensors").read_bytes()
-    done = train(tmp_path, "--out", run, "--resume", "--max-steps", 50, "--lr", "1e12", "--ckpt-every", 1, check=False)
+    done = train(tmp_path, "--out", run, "--resume", "--max-steps", 50, "--lr", "1e12", "--ckpt-every", 1,
+                 "--num-workers", 2, check=False, timeout=120)  # and exits promptly with loader workers running
     assert done.returncode == 2 and "training diverged" in done.stderr, done.stderr[-2000:]
     # (a changed --lr applies on resume; here it blows the MLP critic up at once) nothing non-finite was
     # saved: the newest checkpoint is still the good one, byte for byte

@@ -76,7 +76,7 @@ def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_
     state = json.loads((work / "runs/straight/checkpoints/step-00000030/trainer_state.json").read_text())
     assert state["replicas_checked"] == 2
 
-    job = submit_train(cluster, work, digits_shards_root, "runs/preempted", 30)
+    job = submit_train(cluster, work, digits_shards_root, "runs/preempted", 30, "--tracker", "wandb")
     metrics = work / "runs/preempted/metrics.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
@@ -102,6 +102,10 @@ def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_
     # every step exactly once, and the same numbers as the uninterrupted run
     assert [s for s, *_ in losses(work / "runs/preempted")] == list(range(1, 31))
     assert losses(work / "runs/preempted") == losses(work / "runs/straight")
+    # the requeued job continued the same W&B run (offline: one run file per start, one id)
+    run_id = (work / "runs/preempted/wandb-run-id").read_text().strip()
+    files = sorted((work / "runs/preempted/wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and all(f.stem == f"run-{run_id}" for f in files)
 
 
 def test_missing_shards_fail_fast_with_a_clear_message(cluster, work, digits_shards_root):

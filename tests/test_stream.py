@@ -145,6 +145,8 @@ def test_undecodable_sample(digits_copy, caplog):
     assert len(batches) == 60 and all(len(b["key"]) == 64 for b in batches)
     assert key not in {k for b in batches for k in b["key"]}
     assert f"skipping undecodable sample {key}" in caplog.text
+    skipped = sum(b["skipped"] for b in batches)  # counted, for metrics.jsonl and the report
+    assert skipped[0] >= 1 and skipped[1] == 0
 
 
 def test_truncated_shard(digits_copy, caplog):
@@ -157,6 +159,34 @@ def test_truncated_shard(digits_copy, caplog):
     with caplog.at_level(logging.WARNING):
         assert len(list(train_loader(digits_copy, batch_size=64, epoch_batches=40, num_workers=0))) == 40
     assert "unreadable shard" in caplog.text and "train-000001.tar" in caplog.text
+
+
+def _change_a_label(path) -> str:
+    """Rewrite one .cls payload byte in place (3 -> 9, or whichever digit comes first): a valid tar whose
+    bytes are no longer the manifest's."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".cls"))
+    data = bytearray(path.read_bytes())
+    old = data[member.offset_data]
+    data[member.offset_data] = ord("9") if old != ord("9") else ord("3")
+    path.write_bytes(bytes(data))
+    return member.name.split(".")[0]
+
+
+def test_altered_shard_is_caught_by_its_hash(digits_copy, caplog):
+    key = _change_a_label(digits_copy / "test-000000.tar")
+    with pytest.raises(DataError, match="test-000000.tar.*sha256"):
+        list(eval_loader(digits_copy, "test", batch_size=64))
+    assert len(list(eval_loader(digits_copy, "test", batch_size=64, verify=False))) == 6  # opted out: read as is
+    key = _change_a_label(digits_copy / "train-000002.tar")
+    with caplog.at_level(logging.WARNING):
+        batches = list(train_loader(digits_copy, batch_size=64, epoch_batches=40, num_workers=0))
+    assert len(batches) == 40 and key not in {k for b in batches for k in b["key"]}  # the shard is skipped...
+    skipped = sum(b["skipped"] for b in batches)
+    assert skipped[0] == 0 and skipped[1] >= 1  # ...counted (whole shards, no single samples)...
+    assert "train-000002.tar" in caplog.text and "sha256" in caplog.text  # ...and named
 
 
 def test_shard_with_fewer_samples_than_the_manifest(digits_copy):

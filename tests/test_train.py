@@ -50,7 +50,8 @@ def weights(run: Path) -> dict:
 def test_short_run_outputs_wandb_and_sampling(tmp_path):
     run = tmp_path / "run"
     train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 40, "--batch-size", 32, "--log-every", 5,
-          "--sample-every", 20, "--eval-every", 20, "--num-workers", 1, "--tracker", "wandb", "--no-fid")
+          "--sample-every", 20, "--eval-every", 20, "--num-workers", 1, "--tracker", "wandb", "--no-fid",
+          "--wandb-tags", "a,b", "--wandb-job-type", "train")
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["model"], cfg["image_size"], cfg["channels"], cfg["method"]["latent_dim"]) == ("vae", 32, 1, 16)
     train_rows = [r for r in rows(run) if "loss" in r]
@@ -75,6 +76,15 @@ def test_short_run_outputs_wandb_and_sampling(tmp_path):
     history = [json.loads(line) for line in out.stdout.splitlines() if '"history"' in line]
     logged = json.dumps(history)
     assert len(history) >= len(train_rows) and '"loss"' in logged and '"test/mse"' in logged
+    header = next(json.loads(line)["run"] for line in out.stdout.splitlines() if '"type":"run"' in line)
+    run_id = (run / "wandb-run-id").read_text().strip()
+    assert (header["run_id"], header["run_group"], header["tags"], header["job_type"]) == \
+        (run_id, "vae digits", ["a", "b"], "train")
+
+    # a resumed run continues the same W&B run (offline: a second run file with the same id)
+    train(tmp_path, "--out", run, "--resume", "--max-steps", 42)
+    files = sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and all(f.stem == f"run-{run_id}" for f in files)
 
     # dgen sample reads the run back
     done = subprocess.run([sys.executable, "-m", "dgen", "sample", "--run", str(run), "--n", "16"], env=env(),
@@ -83,17 +93,28 @@ def test_short_run_outputs_wandb_and_sampling(tmp_path):
     assert (run / "images" / "sampled-seed0.png").is_file()
 
 
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact_and_evaluation_never_changes_training(tmp_path):
+    """20 straight steps = 10 + a resume to 20 (the changed --max-steps changes nothing at a constant learning
+    rate) = 20 steps without evaluation. The straight run evaluates (loss, fixed-noise samples, FID) every 7 steps
+    with a feature classifier it trains itself, the resumed one with the cached classifier, through loaders with
+    2 workers: none of it may touch the training step's randomness."""
     common = ["--model", "vae", "--seed", 3, *FAST, "--num-workers", 2, "--ckpt-every", 10]
-    train(tmp_path, *common, "--out", tmp_path / "straight", "--max-steps", 20)
-    train(tmp_path, *common, "--out", tmp_path / "resumed", "--max-steps", 10)
-    assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["step-00000010"]
+    evals = ["--eval-every", 7, "--sample-every", 7, "--fid", "--fid-classifier-steps", 20, "--fid-samples", 64]
+    cache = tmp_path / "shards" / "digits" / ".dgen-cache"
+    train(tmp_path, *common, *evals, "--out", tmp_path / "straight", "--max-steps", 20)
+    assert len(list(cache.glob("classifier-*.pt"))) == 1  # trained by the straight run, loaded by the next
+    train(tmp_path, *common, *evals, "--out", tmp_path / "resumed", "--max-steps", 10)
+    assert max(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == "step-00000010"
     train(tmp_path, "--out", tmp_path / "resumed", "--resume", "--max-steps", 20)
-    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    train(tmp_path, *common, "--out", tmp_path / "quiet", "--max-steps", 20)
+    fids = [r["step"] for r in rows(tmp_path / "straight") if "test/fid_classifier" in r]
+    assert fids == [7, 14, 20] and [r["step"] for r in rows(tmp_path / "resumed") if "test/fid_classifier" in r] == \
+        [7, 10, 14, 20]
+    straight, resumed, quiet = (losses(tmp_path / run) for run in ("straight", "resumed", "quiet"))
     assert [s for s, *_ in resumed] == list(range(1, 21))  # every step once, none twice
-    assert resumed == straight
-    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed == straight == quiet
+    a, b, c = (weights(tmp_path / run) for run in ("straight", "resumed", "quiet"))
+    assert a.keys() == b.keys() == c.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
 
 
 def test_signal_checkpoints_and_exits_cleanly(tmp_path):
@@ -191,7 +212,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path):
     try:
         run = disk / "run"  # mlp-vae at 32 px: ~7 MB per checkpoint (weights + Adam moments)
         done = train(tmp_path, "--model", "mlp-vae", "--out", run, "--max-steps", 40, "--ckpt-every", 10,
-                     "--keep-checkpoints", 10, *FAST, check=False)
+                     "--keep-checkpoints", 10, *FAST, "--num-workers", 2, check=False, timeout=180)
         assert done.returncode == 2, done.stderr[-2000:]
         assert "could not write the checkpoint for step" in done.stderr and "is intact" in done.stderr
         good = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
@@ -204,6 +225,21 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path):
     step = int(good[-1].split("-")[1])
     train(tmp_path, "--out", moved, "--resume", "--max-steps", step + 2)
     assert losses(moved)[-1][0] == step + 2
+
+
+def test_an_altered_shard_is_skipped_counted_and_reported(tmp_path, digits_copy):
+    """One label byte changed inside a train shard: its hash no longer matches the manifest, so training skips
+    the shard, and the count reaches metrics.jsonl and the report (the run goes on)."""
+    from tests.test_stream import _change_a_label
+
+    _change_a_label(digits_copy / "train-000002.tar")
+    run = tmp_path / "run"
+    train(tmp_path, "--model", "vae", "--data", digits_copy, "--out", run, "--max-steps", 30, *FAST,
+          "--log-every", 10, "--num-workers", 2)
+    counted = [r["data/skipped_shards"] for r in rows(run) if "loss" in r]
+    assert len(counted) == 3 and counted == sorted(counted) and counted[-1] >= 1  # cumulative, over all workers
+    assert all(r["data/skipped_samples"] == 0 for r in rows(run) if "loss" in r)
+    assert "Damaged data skipped during training" in (run / "report.md").read_text()
 
 
 def test_accumulation_clipping_and_cosine_schedule(tmp_path):

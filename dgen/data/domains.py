@@ -119,6 +119,10 @@ class PairedLoader:
     def __len__(self) -> int:
         return len(self.source)
 
+    def close(self) -> None:
+        self.source.close()
+        self.target.close()
+
     def __iter__(self) -> Iterator[dict]:
         for s, t in zip(self.source, self.target):
-            yield {**s, "target_image": t["image"], "target_key": t["key"]}
+            yield {**s, "target_image": t["image"], "target_key": t["key"], "skipped": s["skipped"] + t["skipped"]}

@@ -130,8 +130,9 @@ class ShardStream(IterableDataset):
 
     def __init__(self, urls: list[str], counts: list[int], decoder: Decoder, batch_size: int, *, train: bool,
                  rank: int, world_size: int, seed: int = 0, epoch_batches: int = 0, shuffle_buffer: int = 1000,
-                 num_workers: int = 0):
+                 num_workers: int = 0, hashes: list[str] | None = None):
         self.urls, self.counts, self.decoder = urls, counts, decoder
+        self.hashes = hashes or [None] * len(urls)  # the manifest's sha256 per shard, checked on first read
         self.batch_size, self.train, self.rank, self.world_size = batch_size, train, rank, world_size
         self.seed, self.epoch_batches, self.shuffle_buffer = seed, epoch_batches, shuffle_buffer
         self.num_workers = max(1, num_workers)
@@ -153,6 +154,8 @@ class ShardStream(IterableDataset):
         for _ in range(skip * self.batch_size):
             next(samples)
         skipped, batch, done = 0, [], skip
+        reported = [0, getattr(self, "_bad_shards", 0)]  # skipped samples and shards already reported (a resume's
+        # replayed shards were reported before it)
         while done < todo:
             raw = next(samples)
             try:
@@ -163,20 +166,27 @@ class ShardStream(IterableDataset):
                             raw.get("__key__"), raw.get("__url__"), e, skipped, self.rank, wid)
                 continue
             if len(batch) == self.batch_size:
-                yield collate(batch)
+                out = collate(batch)
+                now = [skipped, self._bad_shards]
+                out["skipped"] = torch.tensor([now[0] - reported[0], now[1] - reported[1]])  # since the last batch
+                reported = now
+                yield out
                 batch, done = [], done + 1
 
     def _resampled(self, rng: random.Random) -> Iterator[dict]:
         """Samples from shards drawn with probability proportional to their sample counts, forever."""
         barren = 0  # consecutive shards that gave no sample: all shards broken must not spin forever
+        self._bad_shards = 0
         while True:
-            url = rng.choices(self.urls, weights=self.counts)[0]
+            s = rng.choices(range(len(self.urls)), weights=self.counts)[0]
+            url = self.urls[s]
             got = 0
             try:
-                for sample in shard_samples(url):
+                for sample in shard_samples(url, self.hashes[s]):
                     got += 1
                     yield sample
             except Exception as e:
+                self._bad_shards += 1
                 log.warning("unreadable shard %s (%s) after %d samples; drawing another", url, e, got)
             barren = 0 if got else barren + 1
             if barren > 3 * len(self.urls) + 10:
@@ -214,7 +224,7 @@ class ShardStream(IterableDataset):
             url, wanted = self.urls[s], set(keep) if keep is not None else None
             n = 0
             try:
-                for n, raw in enumerate(shard_samples(url), start=1):
+                for n, raw in enumerate(shard_samples(url, self.hashes[s]), start=1):
                     if wanted is None or (n - 1) in wanted:
                         batch.append(self._decode_or_fail(raw, url))
                         if len(batch) == self.batch_size:
@@ -237,6 +247,7 @@ class StreamLoader:
                  uint8: bool = False):
         self.stream, self.manifest, self.split = stream, manifest, split
         self.num_workers, self.pin_memory, self.uint8 = num_workers, pin_memory, uint8
+        self._iterators: list = []  # the live pass's DataLoader iterator, for close()
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         if self.stream.train and not 0 <= start_batch <= len(self):
@@ -257,7 +268,19 @@ class StreamLoader:
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             prefetch_factor=4 if self.num_workers else None, worker_init_fn=_ignore_stop_signals,
                             generator=torch.Generator().manual_seed(0))
-        return iter(loader) if self.uint8 else map(_float_images, loader)
+        self.close()  # a new pass: the previous one's workers are done with
+        it = iter(loader)
+        self._iterators.append(it)
+        return it if self.uint8 else map(_float_images, it)
+
+    def close(self) -> None:
+        """Stop the loader workers now. Left to garbage collection after an error (a full disk, a diverged
+        loss), they were joined only at interpreter exit, where that join could hang the process for good."""
+        for it in self._iterators:
+            shutdown = getattr(it, "_shutdown_workers", None)  # worker processes; nothing to do without them
+            if shutdown is not None:
+                shutdown()
+        self._iterators.clear()
 
 
 def _float_images(batch: dict) -> dict:
@@ -283,7 +306,8 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return r, w
 
 
-def _open(data, split, batch_size, image_size, channels, labels: bool = True) -> tuple[Manifest, list[str], list[int], Decoder]:
+def _open(data, split, batch_size, image_size, channels, labels: bool = True,
+          verify: bool = True) -> tuple[Manifest, list[str], list[int], list[str] | None, Decoder]:
     if batch_size < 1:
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     manifest = load_manifest(data)
@@ -302,36 +326,40 @@ def _open(data, split, batch_size, image_size, channels, labels: bool = True) ->
         raise DataError(f"{manifest.dataset}: unsupported image format {manifest.image_format!r} (png, jpg, npy)")
     decoder = Decoder(image_size, channels, labels and manifest.classes is not None, attributes if labels else None,
                       manifest.image_format)
-    return manifest, urls, [sh.samples for sh in shards], decoder
+    hashes = [sh.sha256 for sh in shards] if verify else None
+    return manifest, urls, [sh.samples for sh in shards], hashes, decoder
 
 
 def train_loader(data, split: str = "train", *, batch_size: int, seed: int = 0, num_workers: int = 2,
                  image_size: int | None = None, channels: int | None = None, epoch_batches: int | None = None,
                  shuffle_buffer: int = 1000, rank: int | None = None, world_size: int | None = None,
-                 pin_memory: bool = False, labels: bool = True, uint8: bool = False) -> StreamLoader:
+                 pin_memory: bool = False, labels: bool = True, uint8: bool = False, verify: bool = True) -> StreamLoader:
     """Infinite resampled training stream over `data` (a shard folder, manifest path or remote prefix).
 
     uint8=True: images stay uint8 [B, C, H, W] in 0..255 (the trainer converts them on the device).
     epoch_batches: batches per rank per epoch; default one pass over the split across all ranks.
     labels=False: never decode labels or attributes (an unsupervised method's target domain).
+    verify: check each shard's sha256 against the manifest the first time a process reads it; a mismatch
+    skips the shard like an unreadable one. Batches carry "skipped": [samples, shards] skipped since the last.
     """
-    manifest, urls, counts, decoder = _open(data, split, batch_size, image_size, channels, labels)
+    manifest, urls, counts, hashes, decoder = _open(data, split, batch_size, image_size, channels, labels, verify)
     rank, world_size = _rank_world(rank, world_size)
     if epoch_batches is None:
         epoch_batches = max(1, math.ceil(sum(counts) / (batch_size * world_size)))
     if epoch_batches < 1:
         raise DataError(f"epoch_batches must be >= 1, got {epoch_batches}")
     stream = ShardStream(urls, counts, decoder, batch_size, train=True, rank=rank, world_size=world_size, seed=seed,
-                         epoch_batches=epoch_batches, shuffle_buffer=shuffle_buffer, num_workers=num_workers)
+                         epoch_batches=epoch_batches, shuffle_buffer=shuffle_buffer, num_workers=num_workers, hashes=hashes)
     return StreamLoader(stream, manifest, split, num_workers, pin_memory, uint8)
 
 
 def eval_loader(data, split: str = "test", *, batch_size: int, num_workers: int = 0, image_size: int | None = None,
                 channels: int | None = None, rank: int | None = None, world_size: int | None = None,
-                pin_memory: bool = False) -> StreamLoader:
-    """Every sample of `split` exactly once across all ranks and workers, in shard order."""
-    manifest, urls, counts, decoder = _open(data, split, batch_size, image_size, channels)
+                pin_memory: bool = False, verify: bool = True) -> StreamLoader:
+    """Every sample of `split` exactly once across all ranks and workers, in shard order; with `verify`, a shard
+    whose sha256 is not the manifest's is an error."""
+    manifest, urls, counts, hashes, decoder = _open(data, split, batch_size, image_size, channels, verify=verify)
     rank, world_size = _rank_world(rank, world_size)
     stream = ShardStream(urls, counts, decoder, batch_size, train=False, rank=rank, world_size=world_size,
-                         num_workers=num_workers)
+                         num_workers=num_workers, hashes=hashes)
     return StreamLoader(stream, manifest, split, num_workers, pin_memory)

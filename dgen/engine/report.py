@@ -84,6 +84,10 @@ def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]
     if judge:
         lines += ["", "judge/*: 1000 random samples read by a classifier trained on the real digits "
                   "(real test digits score confidence 0.95, an untrained model 0.24)."]
+    bad = (last_train.get("data/skipped_samples", 0), last_train.get("data/skipped_shards", 0))
+    if any(bad):
+        lines += ["", f"**Damaged data skipped during training: {bad[0]:g} undecodable samples, {bad[1]:g} unreadable "
+                  "or altered shards** (named in the log's warnings; `dgen verify` checks every shard)."]
     fids = [(r[k], r["step"], k) for r in records for k in r if k.startswith("test/fid_")]
     if fids:
         value, step, key = min(fids)

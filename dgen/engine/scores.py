@@ -33,7 +33,7 @@ class SampleScores:
                          getattr(extractor, "cache_path", ""))
         self.fid = FID(extractor, acc.device, batch_size=256)
         loader = eval_loader(location, split, batch_size=256, image_size=cfg.image_size, channels=cfg.channels,
-                             rank=acc.process_index, world_size=acc.num_processes)
+                             rank=acc.process_index, world_size=acc.num_processes, verify=cfg.verify_shards)
         self.real = self.fid.real_stats(batch["image"] for batch in loader)
         share = -(-cfg.fid_samples // acc.num_processes)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + acc.process_index)

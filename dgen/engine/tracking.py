@@ -16,11 +16,14 @@ import json
 import logging
 import netrc
 import os
+import secrets
+import string
 from pathlib import Path
 
 from dgen.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
+WANDB_ID_FILE = "wandb-run-id"
 
 
 def wandb_has_key() -> bool:
@@ -56,8 +59,14 @@ class Tracker:
                 os.environ["WANDB_MODE"] = "offline"
                 if self.main:
                     log.info("W&B: no API key, logging offline to %s/wandb (upload later with `wandb sync`)", run_dir)
-            accelerator.init_trackers(cfg.wandb_project, config=cfg.to_dict(), init_kwargs={"wandb": {
-                "dir": str(run_dir), "name": Path(run_dir).name, "settings": _wandb_settings()}})
+            run_id = wandb_run_id(run_dir) if self.main else None
+            group = cfg.wandb_group or os.environ.get("WANDB_RUN_GROUP") or f"{cfg.model} {cfg.data}"  # seeds together
+            options = {"entity": cfg.wandb_entity, "group": group, "job_type": cfg.wandb_job_type,
+                       "tags": [t.strip() for t in cfg.wandb_tags.split(",") if t.strip()] if cfg.wandb_tags else None}
+            project = cfg.wandb_project or os.environ.get("WANDB_PROJECT") or "dgen"
+            accelerator.init_trackers(project, config=cfg.to_dict(), init_kwargs={"wandb": {
+                "dir": str(run_dir), "name": Path(run_dir).name, "id": run_id, "resume": "allow",
+                "settings": _wandb_settings(), **{k: v for k, v in options.items() if v is not None}}})
 
     def log(self, values: dict, step: int) -> None:
         """Main process only; `values` are plain floats already reduced over ranks."""
@@ -79,6 +88,18 @@ class Tracker:
     def close(self) -> None:
         if self.wandb:
             self.acc.end_training()
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The run folder's W&B run id, made on its first start and kept in RUN_DIR/wandb-run-id: a resumed or
+    requeued run continues the same W&B run (online; offline, each start writes its own offline-run-* folder
+    with that id, and `wandb sync` files them under the one run)."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id form
+    atomic_write_text(path, run_id + "\n")
+    return run_id
 
 
 def _read(path: Path) -> list[dict]:

@@ -31,6 +31,7 @@ from dgen.data.stream import eval_loader, to_float, train_loader
 from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
 from dgen.engine.gpu import BusySampler
 from dgen.engine.report import write_report
+from dgen.rng import outside_the_step, tick_seed
 from dgen.engine.run import check_resumable, new_run_name
 from dgen.engine.scores import SampleScores
 from dgen.engine.signals import StopFlag
@@ -77,12 +78,13 @@ def train(cfg: Config) -> Path:
     phases = list(method.phases)
 
     checkpoints = Checkpointer(acc, run_dir, cfg.keep_checkpoints)
-    state = {"step": 0, "epoch": 0, "batch": 0, "images": 0}
+    state = {"step": 0, "epoch": 0, "batch": 0, "images": 0, "skipped": [0, 0]}  # skipped: samples, shards (all ranks)
     if ckpt is not None:
         configured = {p: [g["lr"] for g in optimizers[p].param_groups] for p in phases}
         state = checkpoints.load(ckpt)
         _apply_learning_rates(optimizers, schedulers, configured)  # the checkpoint's are the old ones
         log.info("resumed %s at step %d", ckpt, state["step"])
+        state.setdefault("skipped", [0, 0])  # checkpoints from before the count
     else:
         set_seed(cfg.seed + acc.process_index)  # different sampling noise per rank from here on
     tracker = Tracker(acc, cfg, run_dir, resume_step=state["step"] if ckpt is not None else None)
@@ -101,6 +103,7 @@ def train(cfg: Config) -> Path:
     stop = StopFlag().install()
     vote = _StopVote(acc)
     busy = BusySampler.start(acc.device)  # GPU-Util % per log window, CUDA only
+    skipped = torch.zeros(2, dtype=torch.int64, device=acc.device)  # bad data skipped by this rank since the last log
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     steps_in_window, t_window = 0, time.perf_counter()
@@ -109,6 +112,8 @@ def train(cfg: Config) -> Path:
     try:
         while state["step"] < cfg.max_steps:
             micro = [batches.next() for _ in range(cfg.grad_accum)]
+            for b in micro:
+                skipped += b.pop("skipped")
             for k, v in train_step(acc, method, optimizers, schedulers, micro, state["step"], cfg.grad_clip).items():
                 sums[k], counts[k] = sums.get(k, 0) + v, counts.get(k, 0) + 1
             state.update(step=state["step"] + 1, images=state["images"] + step_images, **batches.position())
@@ -122,25 +127,34 @@ def train(cfg: Config) -> Path:
                 dt = time.perf_counter() - t_window
                 values.update(lr=optimizers[phases[0]].param_groups[0]["lr"], images=state["images"],
                               images_per_s=steps_in_window * step_images / dt)
+                if acc.num_processes > 1:
+                    skipped = acc.reduce(skipped, "sum")
+                state["skipped"] = [a + b for a, b in zip(state["skipped"], skipped.tolist())]
+                skipped = torch.zeros_like(skipped)
+                values.update({"data/skipped_samples": state["skipped"][0], "data/skipped_shards": state["skipped"][1]})
                 if busy is not None and (util := busy.window()) is not None:
                     values["gpu_busy"] = util  # rank 0's GPU
                 tracker.log(values, step)
                 shown = [k for k in ("loss", *method.loss_terms) if k in values][:2]
                 bar.set_postfix({k: f"{values[k]:.4g}" for k in shown} | {"img_s": f"{values['images_per_s']:.0f}"})
                 sums, counts, steps_in_window, t_window = {}, {}, 0, time.perf_counter()
-            if method.generative and (step % cfg.sample_every == 0 or last):
-                progress.append((step, _samples(acc, method, fixed, run_dir, tracker, step)))
             best = False
-            if eval_split and (step % cfg.eval_every == 0 or last):
-                metrics = _evaluate(acc, method, plan.eval, eval_split, cfg)
-                if plan.adaptation:  # how the classifier does on its own source domain, for comparison
-                    metrics.update(_evaluate(acc, method, plan.source, "test", cfg, prefix="source_test/"))
-                if wants_scores:
-                    scores = scores or SampleScores(acc, method, location, eval_split, cfg)
-                    metrics.update(scores())
-                    best = checkpoints.is_best(state, metrics[f"test/fid_{scores.name}"], step)
-                if metrics:
-                    tracker.log(metrics, step)
+            sampling = method.generative and (step % cfg.sample_every == 0 or last)
+            evaluating = eval_split and (step % cfg.eval_every == 0 or last)
+            if sampling or evaluating:
+                with outside_the_step(tick_seed(cfg.seed, step, rank), acc.device):  # leaves training's RNG as it was
+                    if sampling:
+                        progress.append((step, _samples(acc, method, fixed, run_dir, tracker, step)))
+                    if evaluating:
+                        metrics = _evaluate(acc, method, plan.eval, eval_split, cfg)
+                        if plan.adaptation:  # how the classifier does on its own source domain, for comparison
+                            metrics.update(_evaluate(acc, method, plan.source, "test", cfg, prefix="source_test/"))
+                        if wants_scores:
+                            scores = scores or SampleScores(acc, method, location, eval_split, cfg)
+                            metrics.update(scores())
+                            best = checkpoints.is_best(state, metrics[f"test/fid_{scores.name}"], step)
+                        if metrics:
+                            tracker.log(metrics, step)
             if step % cfg.ckpt_every == 0 or last or stopping or best:
                 checkpoints.save(state, list(method.models.values()))
             if stopping:
@@ -148,8 +162,10 @@ def train(cfg: Config) -> Path:
                     log.warning("%s: checkpointed at step %d; continue with --resume --out %s", stop.name, step, run_dir)
                 break
         else:
-            write_report(acc, method, cfg, run_dir, plan.eval, eval_split, fixed, tracker, progress, plan.source)
+            with outside_the_step(tick_seed(cfg.seed, state["step"] + 1, rank), acc.device):
+                write_report(acc, method, cfg, run_dir, plan.eval, eval_split, fixed, tracker, progress, plan.source)
     finally:
+        batches.close()  # loader workers stop here, on success and on every error path
         bar.close()
         stop.restore()
         if busy is not None:
@@ -327,7 +343,8 @@ class _StopVote:
 def _evaluate(acc, method, location, split, cfg, prefix: str = "test/") -> dict[str, float]:
     """Metrics over the whole evaluation split: per-rank sums, added over ranks once at the end."""
     loader = eval_loader(location, split, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                         channels=cfg.channels, rank=acc.process_index, world_size=acc.num_processes)
+                         channels=cfg.channels, rank=acc.process_index, world_size=acc.num_processes,
+                         verify=cfg.verify_shards)
     totals, count = {}, torch.zeros((), device=acc.device)
     for batch in loader:
         batch = to_device(batch, acc.device)
@@ -346,7 +363,7 @@ def _train_loader(plan, cfg: Config, rank: int, world: int, device):
     """The training stream: one dataset, or a labelled source zipped with an unlabelled target."""
     kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, image_size=cfg.image_size, channels=cfg.channels,
               shuffle_buffer=cfg.shuffle_buffer, rank=rank, world_size=world, pin_memory=device.type == "cuda",
-              uint8=True)
+              uint8=True, verify=cfg.verify_shards)
     loader = train_loader(plan.train, "train", seed=cfg.seed, **kw)
     if plan.target is None:
         return loader
@@ -411,6 +428,10 @@ class _Batches:
 
     def position(self) -> dict:
         return {"epoch": self.epoch, "batch": self.batch}
+
+    def close(self) -> None:
+        self.it = None
+        self.loader.close()
 
 
 def to_device(batch: dict, device, memory_format=torch.contiguous_format) -> dict:

@@ -54,10 +54,12 @@ from scipy import linalg
 from torch import nn
 
 from dgen.atomic import atomic_write
-from dgen.data.manifest import is_remote, load_manifest
+from dgen.data.manifest import dataset_location, is_remote, load_manifest, shard_url
 from dgen.data.stream import eval_loader, train_loader
+from dgen.data.verify import check_shard
 from dgen.errors import DataError
 from dgen.models.classifier import DigitClassifier
+from dgen.rng import outside_the_step
 
 log = logging.getLogger(__name__)
 
@@ -94,28 +96,35 @@ def train_feature_classifier(data, *, image_size: int | None = None, channels: i
     """Train a DigitClassifier on the "train" split of `data` for `steps` Adam steps; return it (in eval
     mode, on `device`) with its accuracy on the "test" split (NaN if the shards have no test split).
 
-    Deterministic for a seed on a given device: the weights come from torch.manual_seed(seed) (inside a
-    forked RNG, so the caller's random state is untouched) and the stream from train_loader(seed=seed),
-    read in this process only (rank 0 of 1, no workers).
+    Deterministic for a seed on a given device: initial weights and dropout draw from generators seeded
+    with `seed` (dgen.rng.outside_the_step: the caller's random state is untouched) and the stream comes
+    from train_loader(seed=seed), read in this process only (rank 0 of 1, no workers).
     """
     manifest = load_manifest(data)
     if manifest.classes is None:
         raise DataError(f"{manifest.dataset!r} has no labels: the feature classifier needs a labelled dataset")
     image_size, channels = _resolve_shape(manifest, image_size, channels)
+    # Every train shard must hold the bytes its manifest recorded: the cache is keyed by those hashes, so a
+    # classifier trained around a damaged shard would be reused once the shard is repaired.
+    location = dataset_location(data)
+    for shard in manifest.split("train").shards:
+        problem = check_shard(shard_url(location, shard.name), shard.samples, shard.sha256, manifest, decode=False)
+        if problem:
+            raise DataError(f"the FID feature classifier trains on {manifest.dataset}'s train split, but shard "
+                            f"{shard.name} is damaged: {problem} (`dgen verify` lists every damaged shard)")
     stream = train_loader(data, "train", batch_size=batch_size, seed=seed, num_workers=0, image_size=image_size,
                           channels=channels, epoch_batches=steps, rank=0, world_size=1)
     stream.set_epoch(0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DigitClassifier(channels, image_size, num_classes=len(manifest.classes)).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
     t0 = time.perf_counter()
-    for batch in stream:
-        loss = F.cross_entropy(model(batch["image"].to(device)), batch["label"].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with outside_the_step(seed, device):
+        model = DigitClassifier(channels, image_size, num_classes=len(manifest.classes)).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        model.train()
+        for batch in stream:
+            loss = F.cross_entropy(model(batch["image"].to(device)), batch["label"].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     model.eval()
     if "test" in manifest.splits and manifest.splits["test"].samples > 0:
         acc = classifier_accuracy(model, data, "test", image_size=image_size, channels=channels, device=device)
@@ -180,7 +189,8 @@ def load_or_train_feature_classifier(data, cache_dir=None, **kw) -> tuple[DigitC
         return model, float(saved["accuracy"])
 
     def load_or_train() -> tuple[DigitClassifier, float]:
-        got = load()
+        with outside_the_step(opts["seed"], device):  # building the network draws from torch's generator
+            got = load()
         if got is not None:
             return got
         model, acc = train_feature_classifier(data, **{**kw, "image_size": image_size, "channels": channels})

@@ -50,6 +50,7 @@ from dgen.methods.base import Method, ReportContext, evaluating
 from dgen.models.domain import DomainDiscriminator, GtaDiscriminator, GtaGenerator, build_classifier, gta_init
 
 TSNE_POINTS = 1000  # per domain
+STEP_INPUTS = "_gta_step"  # GTA's per-step inputs shared by its phases, kept in the batch until the F update
 
 
 @dataclass
@@ -245,14 +246,25 @@ class GTA(Classify):
         z = torch.randn(len(h), self.hp.nz, device=h.device)
         return self.models["G"](h, self._onehot(labels, len(h), h.device), z)
 
+    def _step_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step's source images (polarity flips drawn once) and F's features of both domains, without
+        gradient: computed once per step and shared by the D, G and C updates, as the reference code does. So
+        F's BatchNorm statistics see each domain equally often (here and in F's own update: one source pass, one
+        target pass), and F runs twice less per step."""
+        if STEP_INPUTS not in batch:
+            xs = self.labelled_images(batch)
+            with torch.no_grad():
+                batch[STEP_INPUTS] = (xs, self.models["F"](xs), self.models["F"](batch["target_image"]))
+        return batch[STEP_INPUTS]
+
     def loss(self, phase, batch):
-        xs, ys, xt = self.labelled_images(batch), batch["label"], batch["target_image"]
+        (xs, hs, ht), ys, xt = self._step_inputs(batch), batch["label"], batch["target_image"]
         Fx, C, D = self.models["F"], self.models["C"], self.models["D"]
         bce = F.binary_cross_entropy_with_logits
         real, fake = torch.ones(len(xs), device=xs.device), torch.zeros(len(xs), device=xs.device)
         if phase == "D":
             with torch.no_grad():  # F and G get no gradient here (and DDP must not wait for one)
-                gs, gt = self._generate(Fx(xs), ys), self._generate(Fx(xt), None)
+                gs, gt = self._generate(hs, ys), self._generate(ht, None)
             s_real, c_real = D(xs)
             s_fs, _ = D(gs)
             s_ft, _ = D(gt)
@@ -260,19 +272,16 @@ class GTA(Classify):
                     + bce(s_fs.float(), fake) + bce(s_ft.float(), torch.zeros(len(xt), device=xt.device)))
             return {"loss": loss, "d_loss": loss.detach()}
         if phase == "G":
-            with torch.no_grad():
-                hs = Fx(xs)
             with self.frozen("D"):
                 s, c = D(self._generate(hs, ys))
                 loss = bce(s.float(), real) + F.cross_entropy(c.float(), ys)
             return {"loss": loss, "g_loss": loss.detach()}
         if phase == "C":
-            with torch.no_grad():
-                hs = Fx(xs)
             logits = C(hs).float()
             ce = F.cross_entropy(logits, ys)
             return {"loss": ce, "cls_loss": ce.detach(), "train_accuracy": _accuracy(logits, ys)}
         hp = self.hp  # phase F
+        del batch[STEP_INPUTS]  # the last phase: F's own passes below, with gradient
         with self.frozen("C", "G", "D"):
             hs, ht = Fx(xs), Fx(xt)
             ce = F.cross_entropy(C(hs).float(), ys)
