@@ -98,7 +98,7 @@ def test_paired_batches_hold_no_target_labels(digits_shards, digits_m_shards):
     src = train_loader(digits_shards, **kw)
     tgt = train_loader(digits_m_shards, epoch_batches=len(src), labels=False, **kw)
     batch = next(iter(PairedLoader(src, tgt)))
-    assert set(batch) == {"image", "label", "key", "target_image", "target_key"}
+    assert set(batch) == {"image", "label", "key", "target_image", "target_key", "skipped"}
     assert batch["image"].shape == batch["target_image"].shape == (8, 3, 32, 32)  # gray source repeated to RGB
     with pytest.raises(DataError, match="must not decode labels"):
         PairedLoader(src, train_loader(digits_m_shards, epoch_batches=len(src), **kw))

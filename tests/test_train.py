@@ -154,6 +154,17 @@ def test_two_processes_keep_identical_weights(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints" / "step-00000006").glob("random_states_*")) == [
         "random_states_0.pkl", "random_states_1.pkl"]
 
+    # elastic resume: 2 processes -> 1 process with 2 workers -> 2 processes again, each with a warning
+    one = train(tmp_path, "--out", run, "--resume", "--max-steps", 9, "--num-workers", 2)
+    assert "resuming a checkpoint of 2 process(es) x 1 loader worker(s) on 1 x 2" in one.stderr, one.stderr[-3000:]
+    again = subprocess.run([*cmd[:cmd.index(str(TRAIN)) + 1], "--out", str(run), "--resume", "--max-steps", "12",
+                            "--shards-root", str(tmp_path / "shards")], capture_output=True, text=True, timeout=300,
+                           env=env(), cwd=tmp_path)
+    assert again.returncode == 0 and "of 1 process(es) x 2 loader worker(s) on 2 x 2" in again.stderr, again.stderr[-3000:]
+    assert [s for s, *_ in losses(run)] == list(range(1, 13))  # every step once
+    state = json.loads((run / "checkpoints" / "step-00000012" / "trainer_state.json").read_text())
+    assert (state["world_size"], state["replicas_checked"]) == (2, 2)
+
 
 def _free_port() -> int:
     import socket

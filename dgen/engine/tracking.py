@@ -77,17 +77,27 @@ class Tracker:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb:
-            self.acc.log({k: v for k, v in values.items()}, step=step)
+            self._guard(lambda: self.acc.log({k: v for k, v in values.items()}, step=step))
 
     def images(self, paths: dict[str, Path], step: int) -> None:
         if self.main and self.wandb and paths:
             import wandb
 
-            self.acc.get_tracker("wandb").tracker.log({k: wandb.Image(str(p)) for k, p in paths.items()}, step=step)
+            self._guard(lambda: self.acc.get_tracker("wandb").tracker.log(
+                {k: wandb.Image(str(p)) for k, p in paths.items()}, step=step))
+
+    def _guard(self, call) -> None:
+        """W&B must never cost the run: if its service process is gone (e.g. a job step's SIGTERM reached it
+        before the trainer's checkpoint), warn once and go on with metrics.jsonl alone."""
+        try:
+            call()
+        except Exception as e:
+            self.wandb = False
+            log.warning("W&B stopped working (%s: %s); metrics continue in %s", type(e).__name__, e, self.path)
 
     def close(self) -> None:
         if self.wandb:
-            self.acc.end_training()
+            self._guard(self.acc.end_training)
 
 
 def wandb_run_id(run_dir: Path) -> str:

@@ -91,6 +91,9 @@ def train(cfg: Config) -> Path:
 
     rank, world = acc.process_index, acc.num_processes
     loader = _train_loader(plan, cfg, rank, world, acc.device)
+    if ckpt is not None:
+        _elastic(acc, cfg, state, len(loader))
+    state.update(world_size=world, num_workers=cfg.num_workers, epoch_batches=len(loader))  # for the next resume
     batches = _Batches(loader, state["epoch"], state["batch"], acc.device, method.memory_format)
     eval_split = plan.eval_split
     scores = None  # sample-quality scores, set up at the first evaluation
@@ -172,6 +175,28 @@ def train(cfg: Config) -> Path:
             busy.close()
         tracker.close()
     return run_dir
+
+
+def _elastic(acc, cfg: Config, state: dict, epoch_batches: int) -> None:
+    """A resume on another number of processes or loader workers: the step, weights and optimizer state
+    continue; the stream restarts at the same fraction of the checkpoint's epoch (per-rank epochs change
+    length with the world size), so nothing is replayed or skipped beyond a rounding of one batch per rank,
+    but the batches differ from an uninterrupted run's. Ranks the checkpoint had no RNG state for get
+    their own seeds. Same world size and workers: exact, as before."""
+    old_world, old_workers = state.get("world_size", acc.num_processes), state.get("num_workers", cfg.num_workers)
+    if (old_world, old_workers) == (acc.num_processes, cfg.num_workers):
+        return
+    old_batches = state.get("epoch_batches", epoch_batches)
+    position = min(epoch_batches, round(state["batch"] * epoch_batches / max(1, old_batches)))
+    if acc.is_main_process:
+        log.warning("resuming a checkpoint of %d process(es) x %d loader worker(s) on %d x %d: weights, optimizer "
+                    "state and step %d continue; the data stream restarts at batch %d of %d of epoch %d (was %d of "
+                    "%d), so the run continues correctly but will not match an uninterrupted one batch for batch",
+                    old_world, old_workers, acc.num_processes, cfg.num_workers, state["step"], position,
+                    epoch_batches, state["epoch"], state["batch"], old_batches)
+    state["batch"] = position
+    if acc.process_index >= old_world:  # no random_states_<rank>.pkl in the checkpoint
+        set_seed(cfg.seed + acc.process_index + 1_000_003 * state["step"])
 
 
 def resolve_defaults(cfg: Config, deepspeed: bool) -> None:
