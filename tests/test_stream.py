@@ -176,7 +176,7 @@ def _change_a_label(path) -> str:
 
 
 def test_altered_shard_is_caught_by_its_hash(digits_copy, caplog):
-    key = _change_a_label(digits_copy / "test-000000.tar")
+    _change_a_label(digits_copy / "test-000000.tar")
     with pytest.raises(DataError, match="test-000000.tar.*sha256"):
         list(eval_loader(digits_copy, "test", batch_size=64))
     assert len(list(eval_loader(digits_copy, "test", batch_size=64, verify=False))) == 6  # opted out: read as is

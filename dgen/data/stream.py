@@ -150,33 +150,33 @@ class ShardStream(IterableDataset):
         todo = _share(self.epoch_batches, nw, role)
         skip = _share(self.start_batch, nw, role)
         rng = random.Random(f"dgen-train/{self.seed}/{self.epoch}/{self.rank}/{role}")
-        samples = wds.shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(self._resampled(rng))
+        bad = [0, 0]  # undecodable samples, unreadable shards since the last batch (shards: counted by _resampled)
+        samples = wds.shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(self._resampled(rng, bad))
         for _ in range(skip * self.batch_size):
             next(samples)
+        bad[1] = 0  # a resumed pass's replayed shards were counted before the resume
         skipped, batch, done = 0, [], skip
-        reported = [0, getattr(self, "_bad_shards", 0)]  # skipped samples and shards already reported (a resume's
-        # replayed shards were reported before it)
         while done < todo:
             raw = next(samples)
             try:
                 batch.append(self.decoder(raw))
             except Exception as e:
                 skipped += 1
+                bad[0] += 1
                 log.warning("skipping undecodable sample %s in %s (%s); %d skipped by rank %d worker %d so far",
                             raw.get("__key__"), raw.get("__url__"), e, skipped, self.rank, wid)
                 continue
             if len(batch) == self.batch_size:
                 out = collate(batch)
-                now = [skipped, self._bad_shards]
-                out["skipped"] = torch.tensor([now[0] - reported[0], now[1] - reported[1]])  # since the last batch
-                reported = now
+                out["skipped"] = torch.tensor(bad)  # since the last batch
+                bad[:] = [0, 0]
                 yield out
                 batch, done = [], done + 1
 
-    def _resampled(self, rng: random.Random) -> Iterator[dict]:
-        """Samples from shards drawn with probability proportional to their sample counts, forever."""
+    def _resampled(self, rng: random.Random, bad: list[int]) -> Iterator[dict]:
+        """Samples from shards drawn with probability proportional to their sample counts, forever; each
+        unreadable (or altered) shard adds 1 to bad[1]."""
         barren = 0  # consecutive shards that gave no sample: all shards broken must not spin forever
-        self._bad_shards = 0
         while True:
             s = rng.choices(range(len(self.urls)), weights=self.counts)[0]
             url = self.urls[s]
@@ -186,7 +186,7 @@ class ShardStream(IterableDataset):
                     got += 1
                     yield sample
             except Exception as e:
-                self._bad_shards += 1
+                bad[1] += 1
                 log.warning("unreadable shard %s (%s) after %d samples; drawing another", url, e, got)
             barren = 0 if got else barren + 1
             if barren > 3 * len(self.urls) + 10:
@@ -247,7 +247,7 @@ class StreamLoader:
                  uint8: bool = False):
         self.stream, self.manifest, self.split = stream, manifest, split
         self.num_workers, self.pin_memory, self.uint8 = num_workers, pin_memory, uint8
-        self._iterators: list = []  # the live pass's DataLoader iterator, for close()
+        self._live = None  # the current pass's DataLoader iterator, for close()
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         if self.stream.train and not 0 <= start_batch <= len(self):
@@ -269,18 +269,16 @@ class StreamLoader:
                             prefetch_factor=4 if self.num_workers else None, worker_init_fn=_ignore_stop_signals,
                             generator=torch.Generator().manual_seed(0))
         self.close()  # a new pass: the previous one's workers are done with
-        it = iter(loader)
-        self._iterators.append(it)
-        return it if self.uint8 else map(_float_images, it)
+        self._live = iter(loader)
+        return self._live if self.uint8 else map(_float_images, self._live)
 
     def close(self) -> None:
         """Stop the loader workers now. Left to garbage collection after an error (a full disk, a diverged
         loss), they were joined only at interpreter exit, where that join could hang the process for good."""
-        for it in self._iterators:
-            shutdown = getattr(it, "_shutdown_workers", None)  # worker processes; nothing to do without them
-            if shutdown is not None:
-                shutdown()
-        self._iterators.clear()
+        shutdown = getattr(self._live, "_shutdown_workers", None)  # worker processes; nothing to do without them
+        if shutdown is not None:
+            shutdown()
+        self._live = None
 
 
 def _float_images(batch: dict) -> dict:

@@ -106,7 +106,6 @@ def train(cfg: Config) -> Path:
     stop = StopFlag().install()
     vote = _StopVote(acc)
     busy = BusySampler.start(acc.device)  # GPU-Util % per log window, CUDA only
-    skipped = torch.zeros(2, dtype=torch.int64, device=acc.device)  # bad data skipped by this rank since the last log
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     steps_in_window, t_window = 0, time.perf_counter()
@@ -115,8 +114,6 @@ def train(cfg: Config) -> Path:
     try:
         while state["step"] < cfg.max_steps:
             micro = [batches.next() for _ in range(cfg.grad_accum)]
-            for b in micro:
-                skipped += b.pop("skipped")
             for k, v in train_step(acc, method, optimizers, schedulers, micro, state["step"], cfg.grad_clip).items():
                 sums[k], counts[k] = sums.get(k, 0) + v, counts.get(k, 0) + 1
             state.update(step=state["step"] + 1, images=state["images"] + step_images, **batches.position())
@@ -130,10 +127,10 @@ def train(cfg: Config) -> Path:
                 dt = time.perf_counter() - t_window
                 values.update(lr=optimizers[phases[0]].param_groups[0]["lr"], images=state["images"],
                               images_per_s=steps_in_window * step_images / dt)
+                skipped = batches.take_skipped()  # this rank's, since the last log
                 if acc.num_processes > 1:
-                    skipped = acc.reduce(skipped, "sum")
-                state["skipped"] = [a + b for a, b in zip(state["skipped"], skipped.tolist())]
-                skipped = torch.zeros_like(skipped)
+                    skipped = acc.reduce(torch.tensor(skipped, device=acc.device), "sum").tolist()
+                state["skipped"] = [a + b for a, b in zip(state["skipped"], skipped)]
                 values.update({"data/skipped_samples": state["skipped"][0], "data/skipped_shards": state["skipped"][1]})
                 if busy is not None and (util := busy.window()) is not None:
                     values["gpu_busy"] = util  # rank 0's GPU
@@ -437,6 +434,7 @@ class _Batches:
     def __init__(self, loader, epoch: int, batch: int, device, memory_format=torch.contiguous_format):
         self.loader, self.epoch, self.batch, self.device = loader, epoch, batch, device
         self.memory_format = memory_format
+        self.skipped = [0, 0]  # bad samples and shards the stream skipped since take_skipped(), counted on the host
         loader.set_epoch(epoch, start_batch=batch)
         self.it = iter(loader)
 
@@ -449,7 +447,12 @@ class _Batches:
             self.it = iter(self.loader)
             b = next(self.it)
         self.batch += 1
+        self.skipped = [a + int(n) for a, n in zip(self.skipped, b.pop("skipped"))]  # a CPU tensor: no device sync
         return to_device(b, self.device, self.memory_format)
+
+    def take_skipped(self) -> list[int]:
+        taken, self.skipped = self.skipped, [0, 0]
+        return taken
 
     def position(self) -> dict:
         return {"epoch": self.epoch, "batch": self.batch}

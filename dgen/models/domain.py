@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dgen.models.gan import dcgan_init
+
 ARCHS = ("cnn", "conv5", "gta")
 
 
@@ -132,8 +134,6 @@ class DomainDiscriminator(nn.Module):
 def gta_init(module: nn.Module) -> nn.Module:
     """The GTA reference code's initialisation: DCGAN's for (transposed) convolutions and BatchNorm, and
     Linear weights ~ N(0, 0.1) with zero biases."""
-    from dgen.models.gan import dcgan_init
-
     dcgan_init(module)
     for m in module.modules():
         if isinstance(m, nn.Linear):
