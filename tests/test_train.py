@@ -157,13 +157,62 @@ def test_two_processes_keep_identical_weights(tmp_path):
     # elastic resume: 2 processes -> 1 process with 2 workers -> 2 processes again, each with a warning
     one = train(tmp_path, "--out", run, "--resume", "--max-steps", 9, "--num-workers", 2)
     assert "resuming a checkpoint of 2 process(es) x 1 loader worker(s) on 1 x 2" in one.stderr, one.stderr[-3000:]
-    again = subprocess.run([*cmd[:cmd.index(str(TRAIN)) + 1], "--out", str(run), "--resume", "--max-steps", "12",
-                            "--shards-root", str(tmp_path / "shards")], capture_output=True, text=True, timeout=300,
-                           env=env(), cwd=tmp_path)
-    assert again.returncode == 0 and "of 1 process(es) x 2 loader worker(s) on 2 x 2" in again.stderr, again.stderr[-3000:]
-    assert [s for s, *_ in losses(run)] == list(range(1, 13))  # every step once
-    state = json.loads((run / "checkpoints" / "step-00000012" / "trainer_state.json").read_text())
-    assert (state["world_size"], state["replicas_checked"]) == (2, 2)
+    # ... and that last run is stopped by a SIGTERM that reaches rank 1 alone: both ranks stop at one step,
+    # checkpoint, and name the signal; the launcher saw no signal, so it reports the workers' 0
+    again = subprocess.Popen([*cmd[:cmd.index(str(TRAIN)) + 1], "--out", str(run), "--resume", "--max-steps", "100000",
+                              "--shards-root", str(tmp_path / "shards")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env(), cwd=tmp_path)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and (len(losses(run)) < 12 or not (rank1 := _rank_process(again.pid, 1))):
+            time.sleep(0.2)
+        os.kill(rank1, signal.SIGTERM)
+        out, err = again.communicate(timeout=120)
+    finally:
+        again.kill()
+    assert again.returncode == 0 and "of 1 process(es) x 2 loader worker(s) on 2 x 2" in err, err[-3000:]
+    assert "SIGTERM: checkpointed at step" in err, err[-3000:]
+    assert "SIGTERM (received by another rank; this is rank 0): checkpointed at step" in err
+    stopped = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
+    assert [s for s, *_ in losses(run)] == list(range(1, stopped + 1))  # every step once
+    state = json.loads((run / "checkpoints" / f"step-{stopped:08d}" / "trainer_state.json").read_text())
+    assert stopped >= 12 and (state["world_size"], state["replicas_checked"]) == (2, 2)
+
+
+def _rank_process(launcher: int, rank: int) -> int | None:
+    """The pid of a launcher's descendant whose environment says RANK=rank (None while there is none)."""
+    import psutil
+
+    for child in psutil.Process(launcher).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "dgen" in " ".join(child.cmdline()):
+                return child.pid
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_one_process_accelerate_launch_sigterm_to_the_launcher(tmp_path):
+    """Accelerate's one-process launcher dies at once of a SIGTERM and passes nothing on; the trainer,
+    told by the kernel that its launcher died, checkpoints and exits instead of training on, orphaned."""
+    run = tmp_path / "run"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--num_processes", "1", str(TRAIN), "--shards-root", str(tmp_path / "shards"),
+           "--model", "vae", "--out", str(run), "--max-steps", "100000", *FAST, "--num-workers", "2",
+           "--ckpt-every", "100000"]
+    proc = subprocess.Popen(cmd, env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((run / "metrics.jsonl").exists() and len(rows(run)) >= 3):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # the launcher only, not its process group
+        out, err = proc.communicate(timeout=120)  # the pipes close when the trainer, which inherited them, exits
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM  # the launcher itself was killed by the signal (143 in a shell)
+    assert "SIGTERM: checkpointed at step" in err, err[-3000:]
+    [ckpt] = (run / "checkpoints").iterdir()
+    assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == rows(run)[-1]["step"]
 
 
 def _free_port() -> int:

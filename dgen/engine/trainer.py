@@ -34,7 +34,7 @@ from dgen.engine.report import write_report
 from dgen.rng import outside_the_step, tick_seed
 from dgen.engine.run import check_resumable, new_run_name
 from dgen.engine.scores import SampleScores
-from dgen.engine.signals import StopFlag
+from dgen.engine.signals import StopFlag, signal_name
 from dgen.engine.tracking import Tracker
 from dgen.errors import DgenError
 from dgen.eval.images import save_grid
@@ -121,7 +121,7 @@ def train(cfg: Config) -> Path:
             step = state["step"]
             bar.update()
             last = step == cfg.max_steps
-            stopping = vote(stop.signum is not None)
+            stopping = vote(stop.signum or 0)  # the signal's number, agreed by every rank (0: none)
             if step % cfg.log_every == 0 or last or stopping or step % cfg.ckpt_every == 0:
                 values = _reduce(acc, sums, counts, step)  # also the NaN guard before any checkpoint
                 dt = time.perf_counter() - t_window
@@ -158,8 +158,9 @@ def train(cfg: Config) -> Path:
             if step % cfg.ckpt_every == 0 or last or stopping or best:
                 checkpoints.save(state, list(method.models.values()))
             if stopping:
-                if acc.is_main_process:
-                    log.warning("%s: checkpointed at step %d; continue with --resume --out %s", stop.name, step, run_dir)
+                where = "" if stop.signum else f" (received by another rank; this is rank {rank})"
+                log.warning("%s%s: checkpointed at step %d; continue with --resume --out %s",
+                            signal_name(stopping), where, step, run_dir)
                 break
         else:
             with outside_the_step(tick_seed(cfg.seed, state["step"] + 1, rank), acc.device):
@@ -334,18 +335,20 @@ def _reduce(acc, sums: dict, counts: dict, step: int) -> dict[str, float]:
 
 
 class _StopVote:
-    """Whether any rank was asked to stop, agreed by all ranks without stalling the step: each step
-    all-reduces its local flag and reads the previous step's sum, which the device finished long ago
-    (no host sync on the current step's work). All ranks stop at the same step, one after the signal."""
+    """Which stop signal any rank received (its number; 0 for none), agreed by all ranks without stalling
+    the step: each step all-reduces its local signal number (max) and reads the previous step's result,
+    which the device finished long ago (no host sync on the current step's work). All ranks stop at the
+    same step, one after the signal, and every rank knows which signal it was."""
 
     def __init__(self, acc):
         self.acc, self.pending = acc, None
 
-    def __call__(self, flag: bool) -> bool:
+    def __call__(self, signum: int) -> int:
         acc = self.acc
         if acc.num_processes == 1:
-            return flag
-        vote = acc.reduce(torch.tensor(float(flag), device=acc.device), "sum")
+            return signum
+        vote = torch.tensor(float(signum), device=acc.device)
+        torch.distributed.all_reduce(vote, op=torch.distributed.ReduceOp.MAX)
         done = None
         if acc.device.type == "cuda":
             host = torch.empty((), pin_memory=True)
@@ -355,10 +358,10 @@ class _StopVote:
             vote = host
         previous, self.pending = self.pending, (vote, done)
         if previous is None:
-            return False
+            return 0
         if previous[1] is not None:
             previous[1].synchronize()
-        return previous[0].item() > 0
+        return int(previous[0].item())
 
 
 @torch.no_grad()
