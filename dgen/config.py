@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import inspect
 import json
+import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -29,27 +33,27 @@ class ConfigError(DgenError):
 
 @dataclass
 class Config:
-    model: str = "vae"  # a name in dgen.methods.METHODS
+    model: str = "vae"  # what to train (`dgen train --model M --help`: its flags and preset)
     data: str = "digits"  # dataset name (-> SHARDS_ROOT/NAME, embedded ones sharded on first use), folder or URL
-    shards_root: str = "shards"
+    shards_root: str = "shards"  # where dataset names are looked up (SHARDS_ROOT/NAME)
     out: str | None = None  # run dir; default runs/MODEL-DATASET-YYYYmmdd-HHMMSS
     resume: str | None = None  # "latest": continue the run in --out (or the newest matching run); "auto": if any
-    seed: int = 0
+    seed: int = 0  # seeds weights, noise, dropout and data order (same seed, same run)
     max_steps: int = 2000  # optimizer steps
     batch_size: int = 64  # per process, per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
+    lr: float = 1e-3  # learning rate (Adam, or the method's optimizer)
+    beta1: float = 0.9  # Adam's beta1
+    beta2: float = 0.999  # Adam's beta2
+    weight_decay: float = 0.0  # L2 weight decay in Adam; 0 = off
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     lr_schedule: str = "constant"  # constant | cosine | dann (lr / (1 + 10 p)^0.75, p = progress; Ganin et al.)
     mixed_precision: str | None = None  # no | fp16 | bf16; None: the launcher's, else bf16 on a CUDA GPU, no on CPU
     compile: bool = False  # torch.compile the networks (first steps slower while it compiles)
-    image_size: int | None = None  # None: the shards' size
-    channels: int | None = None  # None: the shards' channels
+    image_size: int | None = None  # square side in px the images are resized to; None: the shards' size
+    channels: int | None = None  # 1 = gray, 3 = RGB; None: the shards' channels
     num_workers: int | None = None  # loader processes per rank; None: 2 on CPU, min(8, CPUs per GPU - 1) on GPU
-    shuffle_buffer: int = 1000
+    shuffle_buffer: int = 1000  # samples held by each loader worker to shuffle from
     verify_shards: bool = True  # check each shard's sha256 against the manifest when a process first reads it
     log_every: int = 50  # steps between metric lines (metrics.jsonl, W&B, progress bar)
     sample_every: int = 500  # steps between sample grids from fixed noise
@@ -85,6 +89,7 @@ CHOICES = {
     "tracker": ("wandb", "none"),
     "lr_schedule": ("constant", "cosine", "dann"),
     "resume": (None, "latest", "auto"),
+    "channels": (None, 1, 3),
 }
 POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "eval_every", "ckpt_every",
             "keep_checkpoints", "shuffle_buffer")
@@ -93,16 +98,14 @@ POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "max_steps", 
 def validate(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {getattr(cfg, key)!r}")
+            raise ConfigError(f"{_flag(key)} must be one of {', '.join(map(str, allowed))}; got {getattr(cfg, key)!r}")
     for key in POSITIVE:
         if getattr(cfg, key) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+            raise ConfigError(f"{_flag(key)} must be >= 1, got {getattr(cfg, key)}")
     if cfg.lr <= 0:
-        raise ConfigError(f"lr must be > 0, got {cfg.lr}")
+        raise ConfigError(f"--lr must be > 0, got {cfg.lr}")
     if cfg.num_workers is not None and cfg.num_workers < 0:
-        raise ConfigError(f"num_workers must be >= 0, got {cfg.num_workers}")
-    if cfg.channels not in (None, 1, 3):
-        raise ConfigError(f"channels must be 1 or 3, got {cfg.channels}")
+        raise ConfigError(f"--num-workers must be >= 0, got {cfg.num_workers}")
 
 
 # -- building a config from dicts ---------------------------------------------------------------
@@ -179,26 +182,70 @@ def _arg_type(t):
     return options[0] if options else str
 
 
-def _add_fields(parser, cls, dest_prefix: str, skip=()) -> None:
-    hints = typing.get_type_hints(cls)
+_COMMENT = re.compile(r"^    (\w+): [^#]*#\s*(.+)$")
+
+
+def field_help(cls) -> dict[str, str]:
+    """Each field's help text: the comment on its line in the dataclass source (a subclass's wins)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        for line in inspect.getsource(klass).splitlines():
+            if m := _COMMENT.match(line):
+                out[m.group(1)] = m.group(2)
+    return out
+
+
+def _add_fields(parser, obj, dest_prefix: str, choices: dict, skip=()) -> None:
+    """One flag per field of the dataclass instance `obj`, its help text and its value in `obj` shown."""
+    cls = type(obj)
+    hints, helps = typing.get_type_hints(cls), field_help(cls)
     for f in fields(cls):
         if f.name in skip:
             continue
         t = _arg_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else None
+        value = getattr(obj, f.name)
+        shown = "off" if value == "" else value
+        text = f"{helps.get(f.name, '')} (default: {shown})".strip()
         if t is bool:
             parser.add_argument(_flag(f.name), dest=dest_prefix + f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f"(default: {default})")
-        else:
-            parser.add_argument(_flag(f.name), dest=dest_prefix + f.name, type=t, default=argparse.SUPPRESS,
-                                metavar=f.name.upper(), help=f"(default: {default})")
+                                default=argparse.SUPPRESS, help=text)
+            continue
+        allowed = [c for c in choices.get(f.name, ()) if c is not None]
+        parser.add_argument(_flag(f.name), dest=dest_prefix + f.name, type=t, default=argparse.SUPPRESS,
+                            choices=allowed or None, metavar="{" + ",".join(map(str, allowed)) + "}" if allowed else f.name.upper(),
+                            help=text.replace("%", "%%"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching, and a mistake is one line (naming the closest valid flag), not the usage."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments: "):
+            unknown = message.split(": ", 1)[1].split()
+            flags = [u for u in unknown if u.startswith("-")] or unknown
+            known = [o for a in self._actions for o in a.option_strings]
+            bad = flags[0].split("=")[0]
+            close = difflib.get_close_matches(bad, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown flag {bad}{hint}; `{self.prog} --model MODEL --help` lists them")
+        raise ConfigError(f"{message} (`{self.prog} --help` lists the flags)")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[dict, dict | None]:
     """(overrides the user typed, replayed config or None). Two passes: --model picks the method flags."""
-    first = argparse.ArgumentParser(add_help=False)
-    first.add_argument("--model", default=Config.model)
+    from dgen.methods import method_names
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = _Parser(add_help=False)
+    first.add_argument("--model")
     first.add_argument("--config")
+    first.add_argument("--data")
+    first.add_argument("--arch")
     known, _ = first.parse_known_args(argv)
     replay = None
     if known.config:
@@ -209,21 +256,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, dict | None]:
             replay = json.loads(path.read_text())
         except ValueError as e:
             raise ConfigError(f"--config {path} is not valid JSON: {e}") from None
-    model = known.model if "--model" in (argv or []) or replay is None else replay.get("model", Config.model)
-    mcfg = method_config(model)
+    model = known.model or (replay or {}).get("model", Config.model)
+    shown = _shown_defaults(model, known, replay)
 
-    parser = argparse.ArgumentParser(
-        prog="dgen train", description="Train a dgen model. Flags override the preset for (model, dataset).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", help="replay a resolved config.json (flags still override it)")
-    _add_fields(parser, Config, "", skip=("method", "resume"))
+    parser = _Parser(
+        prog="dgen train", description=f"Train a dgen model ({model} here: the defaults shown are what this run "
+        f"will use, the preset for ({model}, {shown.data}) applied). Flags override the preset; "
+        "`--model M --data D --help` shows another preset.",
+        epilog="example: accelerate launch dgen/train.py --model dcgan --max-steps 500 --out runs/dcgan")
+    parser.add_argument("--config", metavar="FILE", help="replay a resolved RUN_DIR/config.json (flags still override it)")
+    _add_fields(parser, shown, "", {**CHOICES, "model": method_names()}, skip=("method", "resume"))
     parser.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS, choices=("latest", "auto"),
                         help="continue from the latest checkpoint of --out (or the newest matching run); "
                              "'auto': only if one exists")
     parser.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
                         help="check the flags and the data, print the plan, and exit")
     group = parser.add_argument_group(f"{model} hyper-parameters")
-    _add_fields(group, type(mcfg), "method.")
+    _add_fields(group, shown.method, "method.", getattr(type(shown.method), "CHOICES", {}))
     ns = vars(parser.parse_args(argv))
     ns.pop("config", None)
     overrides: dict = {"method": {}}
@@ -233,3 +282,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, dict | None]:
         else:
             overrides[key] = value
     return overrides, replay
+
+
+def _shown_defaults(model: str, known, replay: dict | None) -> Config:
+    """The values a run of `model` would use before the other flags: preset (or replayed config) applied."""
+    typed = {"model": model, **({"data": known.data} if known.data else {}),
+             "method": {"arch": known.arch} if known.arch else {}}
+    try:
+        return resolve(typed, replay)
+    except DgenError:  # e.g. a bad --arch: the flags below still parse, and the run reports it
+        cfg = Config(model=model)
+        cfg.method = method_config(model)
+        return cfg

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -227,8 +228,8 @@ def _free_port() -> int:
     (["--model", "gan9000"], "unknown model 'gan9000'"),
     (["--data", "mnist"], "no shards at"),
     (["--data", "/nonexistent/shards"], "no shards at /nonexistent/shards"),
-    (["--mixed-precision", "fp8"], "mixed_precision must be one of"),
-    (["--max-steps", "0"], "max_steps must be >= 1"),
+    (["--mixed-precision", "fp8"], "argument --mixed-precision: invalid choice: 'fp8'"),
+    (["--max-steps", "0"], "--max-steps must be >= 1"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, args, message):
     done = train(tmp_path, *args, "--tracker", "none", check=False, timeout=120)
@@ -237,11 +238,51 @@ def test_bad_input_is_one_clear_error(tmp_path, args, message):
 
 def test_unknown_flags_are_rejected(tmp_path):
     done = train(tmp_path, "--model", "vae", "--n-critic", "5", check=False, timeout=120)
-    assert done.returncode == 2 and "unrecognized arguments: --n-critic" in done.stderr
+    assert done.returncode == 2 and "unknown flag --n-critic" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # one line, not the usage
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": "vae", "lr_rate": 0.1}))
     done = train(tmp_path, "--config", bad, check=False, timeout=120)
     assert done.returncode == 2 and "unknown config key 'lr_rate'" in done.stderr
+
+
+def test_flags_are_never_prefix_matched_and_a_typo_names_the_closest_flag():
+    from dgen.config import ConfigError, parse_args
+
+    with pytest.raises(ConfigError, match=r"^unknown flag --max-step \(did you mean --max-steps\?\)"):
+        parse_args(["--model", "vae", "--max-step", "5"])
+    with pytest.raises(ConfigError, match="unknown flag --latent"):
+        parse_args(["--model", "vae", "--latent", "5"])
+    assert parse_args(["--model", "vae", "--max-steps", "5"])[0]["max_steps"] == 5
+
+
+def test_help_shows_the_values_the_run_will_use(capsys):
+    """The preset for (model, data) applied, a help text for every flag, and the choices where there are some."""
+    from dgen.config import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "vae", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, value in (("--max-steps", 1500), ("--latent-dim", 16), ("--kl-weight", 0.0025), ("--log-every", 25),
+                        ("--sample-every", 250), ("--eval-every", 500)):
+        assert re.search(rf"{flag} \S+ (?:(?! --).)*\(default: {value}\)", text), flag
+    assert "--model {dann,dcgan,gta," in text and "--tracker {wandb,none}" in text and "--mixed-precision {no,fp16,bf16}" in text
+    assert "(default: " in text and not re.search(r"  \(default:", text)  # no flag without its help text
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "wgan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--arch {dcgan,mnist,mlp,unbalanced}" in text and "--loss {bce,lsgan,wgan}" in text
+    assert re.search(r"--n-critic \S+ D steps per G step \(default: 2\)", text)
+
+
+def test_config_file_with_another_model_flag(tmp_path):
+    """--config FILE --model M builds M's flags (in-process, as under `accelerate launch`, where argv is sys.argv)."""
+    from dgen.config import parse_args
+
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps({"model": "vae"}))
+    overrides, replay = parse_args(["--config", str(saved), "--model", "dcgan", "--n-critic", "2"])
+    assert overrides["model"] == "dcgan" and overrides["method"] == {"n_critic": 2} and replay == {"model": "vae"}
 
 
 def test_resume_refuses_an_incompatible_config_and_existing_runs(tmp_path):

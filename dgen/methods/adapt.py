@@ -38,6 +38,8 @@ splits, coloured by class and by domain.
 
 from __future__ import annotations
 
+import typing
+
 import math
 from dataclasses import dataclass
 
@@ -55,6 +57,7 @@ STEP_INPUTS = "_gta_step"  # GTA's per-step inputs shared by its phases, kept in
 
 @dataclass
 class ClassifierConfig:
+    CHOICES: typing.ClassVar[dict] = {"arch": ("cnn", "conv5", "gta")}
     arch: str = "cnn"  # cnn (seed 002's DANN CNN) | conv5 (seed 000) | gta (seed 002's GTA F and C)
     input_norm: bool = True  # F standardises each image per channel first (see dgen.models.domain.Extractor)
     invert_prob: float = 0.0  # chance that a source training image's polarity is inverted (x -> -x); 0 = off

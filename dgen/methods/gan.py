@@ -22,6 +22,8 @@ Losses (per batch, averaged over images):
 
 from __future__ import annotations
 
+import typing
+
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +81,8 @@ LOSSES = {"bce": BCELoss, "lsgan": LSLoss, "wgan": WassersteinLoss}
 
 @dataclass
 class GANConfig:
+    CHOICES: typing.ClassVar[dict] = {"arch": ("dcgan", "mnist", "mlp", "unbalanced"), "loss": ("bce", "lsgan", "wgan"),
+                                      "d_norm": ("batch", "layer", "none"), "optimizer": ("adam", "rmsprop")}
     arch: str = "dcgan"  # dcgan | mnist (seed 003, 28 px) | mlp (seed 003 WGAN) | unbalanced (seed 001)
     loss: str = "bce"  # bce | lsgan | wgan
     nz: int = 100  # latent size

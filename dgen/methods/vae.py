@@ -33,8 +33,8 @@ def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class VAEConfig:
-    latent_dim: int = 128
-    kl_weight: float = 0.00025
+    latent_dim: int = 128  # size of the latent code z
+    kl_weight: float = 0.00025  # weight of the KL term against the per-pixel reconstruction loss
 
 
 class VAE(Method):
@@ -134,7 +134,7 @@ class VAE(Method):
 
 @dataclass
 class MlpVAEConfig:
-    latent_dim: int = 32
+    latent_dim: int = 32  # size of the latent code z
 
 
 class MlpVAEMethod(VAE):
