@@ -15,10 +15,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import secrets
 import sys
 
-from dgen.errors import DgenError
+from dgen.errors import DgenError, setup_logging
 
 
 def _add_shard(sub) -> None:
@@ -40,6 +40,8 @@ def _add_shard(sub) -> None:
         sp.add_argument("--workers", type=int, default=1, help="parallel writer processes (default: 1)")
         sp.add_argument("--part", default="0/1", help="write only part I of N (e.g. a Slurm array task), then `dgen merge`")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        sp.add_argument("--allow-empty-splits", action="store_true",
+                        help="succeed even if a split ends empty (all its items unreadable)")
         cls.add_arguments(sp)
         sp.set_defaults(run=_run_shard, source_cls=cls)
 
@@ -55,7 +57,8 @@ def _run_shard(args) -> int:
     source = args.source_cls.from_args(args)
     out = args.out or f"shards/{args.source}"
     path = write_shards(source, out, size=args.size, channels=args.channels, per_shard=args.per_shard,
-                        workers=args.workers, part=part, progress=not args.quiet, image_format=args.image_format)
+                        workers=args.workers, part=part, progress=not args.quiet, image_format=args.image_format,
+                        allow_empty_splits=args.allow_empty_splits)
     print(f"wrote {path}")
     if part[1] > 1:
         print(f"part {part[0]}/{part[1]} done; once every part is: dgen merge {out}")
@@ -90,7 +93,7 @@ def _run_verify(args) -> int:
     for p in problems:
         print(f"BAD {p}", file=sys.stderr)
     if problems:
-        print(f"{args.dir}: {len(problems)} bad shard(s); first: {problems[0]}", file=sys.stderr)
+        print(f"{args.dir}: {len(problems)} problem(s); first: {problems[0]}", file=sys.stderr)
         return 1
     print(f"{args.dir}: all shards match the manifest")
     return 0
@@ -107,9 +110,10 @@ def _run_sample(args) -> int:
     from dgen.engine.run import sample_images
     from dgen.eval.images import save_grid
 
-    images = sample_images(args.run_dir, n=args.n, seed=args.seed)
-    out = save_grid(images, args.out or f"{args.run_dir}/images/sampled-seed{args.seed}.png")
-    print(f"wrote {out}")
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)  # new samples unless asked
+    images = sample_images(args.run_dir, n=args.n, seed=seed)
+    out = save_grid(images, args.out or f"{args.run_dir}/images/sampled-seed{seed}.png")
+    print(f"wrote {out} (seed {seed}; the same images again: --seed {seed})")
     return 0
 
 
@@ -177,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample images from a trained run")
     p.add_argument("--run", dest="run_dir", required=True, help="run folder (runs/...)")
     p.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="noise seed (default: a fresh one, printed; the run's own samples.png "
+                   "is the run's --seed)")
     p.add_argument("--out", help="PNG path (default: RUN/images/sampled-seedS.png)")
     p.set_defaults(run=_run_sample)
     p = sub.add_parser("eval", help="FID/KID (classifier features) of a run, of train vs test (the floor), or the adaptation table")
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         from dgen.train import main as train_main
 
         return train_main(argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

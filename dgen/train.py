@@ -12,7 +12,6 @@ Outputs land in the run folder printed at the start (default runs/MODEL-DATASET-
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -21,21 +20,23 @@ if __package__ in (None, ""):  # run as a file by `accelerate launch dgen/train.
 
 from dgen.config import parse_args  # noqa: E402
 from dgen.engine.run import config_for_run  # noqa: E402
-from dgen.errors import DgenError  # noqa: E402
+from dgen.errors import DgenError, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         overrides, replay = parse_args(argv)
         dry_run = overrides.pop("dry_run", False)
         cfg = config_for_run(overrides, replay)
         if dry_run:
             from dgen.data.auto import check_data
-            from dgen.data.domains import split_pair
+            from dgen.data.domains import plan_data, split_pair
+            from dgen.methods import get_method
 
             pair = split_pair(cfg.data)
             location = ":".join(check_data(d, cfg.shards_root) for d in pair) if pair else check_data(cfg.data, cfg.shards_root)
+            plan_data(cfg.data, cfg.shards_root, get_method(cfg.model).domains, cfg.model, cfg.image_size, cfg.channels)
             print(f"dry run: {cfg.model} on {location}, {cfg.max_steps} steps of batch {cfg.batch_size} per process, "
                   f"run folder {cfg.out or '(new, timestamped)'}, resume {cfg.resume or 'no'}")
             return 0

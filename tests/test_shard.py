@@ -124,6 +124,25 @@ def test_python_dash_m(tmp_path):
     assert done.returncode == 0 and "digits-m" in done.stdout
 
 
+def test_a_split_that_ends_empty_is_caught_where_it_arises(tmp_path, capsys):
+    """Every test image unreadable: `dgen shard` fails naming the split (unless told to allow it), `dgen verify`
+    fails on it, and a training dry run refuses the data before any step."""
+    imf.write_folder(tmp_path / "raw", layout="split-classes", n=1)
+    for victim in (tmp_path / "raw" / "test").rglob("*.png"):
+        victim.write_bytes(victim.read_bytes()[:60])
+    out = tmp_path / "shards"
+    assert main(["shard", "folder", "--root", str(tmp_path / "raw"), "--out", str(out), "--size", "16", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "split 'test' (2 unreadable items) of" in err and "--allow-empty-splits" in err
+    assert main(["shard", "folder", "--root", str(tmp_path / "raw"), "--out", str(out), "--size", "16", "--quiet",
+                 "--allow-empty-splits"]) == 0
+    assert main(["verify", str(out)]) != 0
+    assert "split 'test' holds no samples (its 2 items were unreadable" in capsys.readouterr().err
+    done = subprocess.run([sys.executable, "-m", "dgen.train", "--model", "vae", "--data", str(out), "--dry-run",
+                           "--tracker", "none"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"split 'test' of {out} holds no samples" in done.stderr, done.stderr
+
+
 def test_unreadable_sample_key_in_image(tmp_path):
     """A dot in a key would split the sample in two when read back: the writer refuses it."""
     from dgen.data.sources.base import Sample, Source

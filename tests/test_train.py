@@ -91,7 +91,11 @@ def test_short_run_outputs_wandb_and_sampling(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dgen", "sample", "--run", str(run), "--n", "16"], env=env(),
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert (run / "images" / "sampled-seed0.png").is_file()
+    seed = int(re.search(r"\(seed (\d+);", done.stdout).group(1))  # a fresh seed each time, printed
+    first = run / "images" / f"sampled-seed{seed}.png"
+    again = subprocess.run([sys.executable, "-m", "dgen", "sample", "--run", str(run), "--n", "16", "--seed", str(seed),
+                            "--out", str(tmp_path / "again.png")], env=env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and first.read_bytes() == (tmp_path / "again.png").read_bytes()  # --seed reproduces
 
 
 def test_resume_is_exact_and_evaluation_never_changes_training(tmp_path):

@@ -6,10 +6,14 @@ or URL is used as given.
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 from dgen.data.manifest import MANIFEST, is_remote
 from dgen.errors import DataError
+
+log = logging.getLogger(__name__)
 
 EMBEDDED = {"digits": dict(size=32, channels=1), "digits-m": dict(size=32, channels=3)}
 
@@ -42,5 +46,6 @@ def ensure_shards(data: str, shards_root: str) -> str:
 
         opts = EMBEDDED[name]
         source = get_source(name)(size=opts["size"]) if name == "digits-m" else get_source(name)()
-        write_shards(source, location, per_shard=500, progress=False, **opts)
+        log.info("first use of %s: sharding it into %s (once)", name, location)
+        write_shards(source, location, per_shard=500, progress=sys.stderr.isatty(), **opts)
     return location

@@ -75,6 +75,12 @@ def plan_data(data: str, shards_root: str, domains: str | None, model: str, imag
         if manifest.image_size is None and image_size is None:
             raise ConfigError(f"images in {location} vary in size: pass --image-size")
         split = next((s for s in ("test", "valid") if s in manifest.splits), None)
+        for name in ("train", split):  # caught here, before the first step, not at the final evaluation
+            if name is not None and (name not in manifest.splits or manifest.split(name).samples == 0):
+                skipped = manifest.splits[name].skipped if name in manifest.splits else 0
+                why = f" (its {skipped} items were unreadable when it was sharded)" if skipped else ""
+                raise DataError(f"split {name!r} of {location} holds no samples{why}: a run needs train samples "
+                                "and evaluates on the test split; re-shard the data")
         return DataPlan(location, None, location, split, None, manifest, image_size or manifest.image_size[0],
                         channels or manifest.channels)
     if pair is None:

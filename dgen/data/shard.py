@@ -99,6 +99,7 @@ def write_shards(
     part: tuple[int, int] = (0, 1),
     progress: bool = True,
     image_format: str = "png",
+    allow_empty_splits: bool = False,
 ) -> Path:
     """Write the shards of `source` (this part's share of them) and their manifest; return its path.
 
@@ -164,7 +165,20 @@ def write_shards(
         splits=splits,
         part=[i, n] if n > 1 else None,
     )
-    return manifest.save(out, part_manifest_name(i, n) if n > 1 else MANIFEST)
+    path = manifest.save(out, part_manifest_name(i, n) if n > 1 else MANIFEST)
+    if n == 1 and not allow_empty_splits:
+        check_not_empty(manifest, path)
+    return path
+
+
+def check_not_empty(manifest: Manifest, path: Path) -> None:
+    """A split the source has items for but that ended empty (every item unreadable) is an error here,
+    where it arises, rather than at a run's final evaluation."""
+    empty = [f"{split!r} ({info.skipped} unreadable items)" for split, info in manifest.splits.items()
+             if info.samples == 0]
+    if empty:
+        raise DataError(f"split {', '.join(empty)} of {manifest.dataset} ended empty; the manifest {path} lists the "
+                        "skipped items: fix them and shard again, or pass --allow-empty-splits")
 
 
 # -- worker side: one shard per call ---------------------------------------------------------------
@@ -221,7 +235,7 @@ def _sha256(path: Path) -> str:
 
 
 # -- merging part manifests ---------------------------------------------------------------------------
-def merge_parts(folder: str | Path) -> Path:
+def merge_parts(folder: str | Path, allow_empty_splits: bool = False) -> Path:
     """Join `manifest.part-*-of-N.json` into manifest.json; fail naming missing parts or shards."""
     folder = Path(folder)
     files = sorted(folder.glob("manifest.part-*-of-*.json"))
@@ -262,6 +276,8 @@ def merge_parts(folder: str | Path) -> Path:
     path = merged.save(folder)
     for f in files:
         f.unlink()
+    if not allow_empty_splits:
+        check_not_empty(merged, path)
     return path
 
 

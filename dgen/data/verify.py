@@ -27,6 +27,9 @@ def verify(location: str | Path, *, decode: bool = True) -> list[str]:
     manifest = load_manifest(location)
     problems = []
     for split, info in manifest.splits.items():
+        if info.samples == 0:
+            why = f" (its {info.skipped} items were unreadable when it was sharded)" if info.skipped else ""
+            problems.append(f"split {split!r} holds no samples{why}")
         for shard in info.shards:
             url = shard_url(location, shard.name)
             problem = check_shard(url, shard.samples, shard.sha256, manifest, decode=decode)

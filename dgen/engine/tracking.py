@@ -2,7 +2,8 @@
 
 metrics.jsonl: one JSON object per logged step, written by rank 0 only, with `step`, `images`,
 `loss` and every loss term by name (values already averaged over the log interval and all
-ranks), plus `lr`, `images_per_s` and `elapsed_s`; evaluation rows carry `test/...` keys. After a
+ranks), plus `lr`, `images_per_s` (training time only), `time/eval_s` and `time/checkpoint_s`
+(seconds spent outside training since the previous row); evaluation rows carry `test/...` keys. After a
 resume, rows past the checkpoint's step are dropped so every step appears once.
 
 W&B goes through Accelerate's tracker. Without an API key (WANDB_API_KEY, or `wandb login`'s

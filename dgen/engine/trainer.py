@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list, set_seed
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dgen.config import Config, ConfigError
 from dgen.data.domains import PairedLoader, plan_data
@@ -109,8 +111,13 @@ def train(cfg: Config) -> Path:
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     steps_in_window, t_window = 0, time.perf_counter()
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], unit="step", dynamic_ncols=True,
-               disable=not (acc.is_main_process and cfg.progress))
+    outside = {"time/eval_s": 0.0, "time/checkpoint_s": 0.0}  # seconds spent outside training since the last log
+    # a bar on a terminal; where stderr is a file (Slurm logs, CI), one line per log tick instead
+    terminal = acc.is_main_process and cfg.progress and sys.stderr.isatty()
+    lines = acc.is_main_process and cfg.progress and not terminal
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], unit="step", dynamic_ncols=True, disable=not terminal)
+    redirect = logging_redirect_tqdm() if terminal else contextlib.nullcontext()  # messages print above the bar
+    redirect.__enter__()
     try:
         while state["step"] < cfg.max_steps:
             micro = [batches.next() for _ in range(cfg.grad_accum)]
@@ -124,9 +131,9 @@ def train(cfg: Config) -> Path:
             stopping = vote(stop.signum or 0)  # the signal's number, agreed by every rank (0: none)
             if step % cfg.log_every == 0 or last or stopping or step % cfg.ckpt_every == 0:
                 values = _reduce(acc, sums, counts, step)  # also the NaN guard before any checkpoint
-                dt = time.perf_counter() - t_window
+                dt = time.perf_counter() - t_window - sum(outside.values())  # training time only
                 values.update(lr=optimizers[phases[0]].param_groups[0]["lr"], images=state["images"],
-                              images_per_s=steps_in_window * step_images / dt)
+                              images_per_s=steps_in_window * step_images / dt, **outside)
                 skipped = batches.take_skipped()  # this rank's, since the last log
                 if acc.num_processes > 1:
                     skipped = acc.reduce(torch.tensor(skipped, device=acc.device), "sum").tolist()
@@ -137,11 +144,16 @@ def train(cfg: Config) -> Path:
                 tracker.log(values, step)
                 shown = [k for k in ("loss", *method.loss_terms) if k in values][:2]
                 bar.set_postfix({k: f"{values[k]:.4g}" for k in shown} | {"img_s": f"{values['images_per_s']:.0f}"})
+                if lines:
+                    log.info("step %d/%d: %s, %.0f images/s", step, cfg.max_steps,
+                             ", ".join(f"{k} {values[k]:.4g}" for k in shown), values["images_per_s"])
                 sums, counts, steps_in_window, t_window = {}, {}, 0, time.perf_counter()
+                outside = dict.fromkeys(outside, 0.0)
             best = False
             sampling = method.generative and (step % cfg.sample_every == 0 or last)
             evaluating = eval_split and (step % cfg.eval_every == 0 or last)
             if sampling or evaluating:
+                t_outside = time.perf_counter()
                 with outside_the_step(tick_seed(cfg.seed, step, rank), acc.device):  # leaves training's RNG as it was
                     if sampling:
                         progress.append((step, _samples(acc, method, fixed, run_dir, tracker, step)))
@@ -155,8 +167,11 @@ def train(cfg: Config) -> Path:
                             best = checkpoints.is_best(state, metrics[f"test/fid_{scores.name}"], step)
                         if metrics:
                             tracker.log(metrics, step)
+                outside["time/eval_s"] += time.perf_counter() - t_outside  # samples, evaluation, FID
             if step % cfg.ckpt_every == 0 or last or stopping or best:
+                t_outside = time.perf_counter()
                 checkpoints.save(state, list(method.models.values()))
+                outside["time/checkpoint_s"] += time.perf_counter() - t_outside
             if stopping:
                 where = "" if stop.signum else f" (received by another rank; this is rank {rank})"
                 log.warning("%s%s: checkpointed at step %d; continue with --resume --out %s",
@@ -168,6 +183,7 @@ def train(cfg: Config) -> Path:
     finally:
         batches.close()  # loader workers stop here, on success and on every error path
         bar.close()
+        redirect.__exit__(None, None, None)
         stop.restore()
         if busy is not None:
             busy.close()

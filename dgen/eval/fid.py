@@ -115,6 +115,8 @@ def train_feature_classifier(data, *, image_size: int | None = None, channels: i
     stream = train_loader(data, "train", batch_size=batch_size, seed=seed, num_workers=0, image_size=image_size,
                           channels=channels, epoch_batches=steps, rank=0, world_size=1)
     stream.set_epoch(0)
+    log.info("training the FID feature classifier on %s's train split (%d steps, once: cached afterwards)",
+             manifest.dataset, steps)
     t0 = time.perf_counter()
     with outside_the_step(seed, device):
         model = DigitClassifier(channels, image_size, num_classes=len(manifest.classes)).to(device)
