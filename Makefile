@@ -25,10 +25,12 @@ $(DEV): $(STAMP)
 	touch $(DEV)
 
 # ARGS="--max-steps 100" etc. are passed through to the trainer. The launcher's settings are spelled
-# out (no `accelerate config` needed, no warning about defaults); -q: an error is dgen's one line.
+# out (no `accelerate config` needed, no warning about defaults; without a thread count Accelerate
+# runs a CPU process on one thread); -q: an error is dgen's one line.
+THREADS := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 1)
 train: $(STAMP)
 	$(BIN)/accelerate launch -q --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		dgen/train.py --model vae $(ARGS)
+		--num_cpu_threads_per_process $(THREADS) dgen/train.py --model vae $(ARGS)
 
 test: $(DEV)
 	$(BIN)/pytest -q

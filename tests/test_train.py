@@ -81,6 +81,9 @@ def test_short_run_outputs_wandb_and_sampling(tmp_path):
     run_id = (run / "wandb-run-id").read_text().strip()
     assert (header["run_id"], header["run_group"], header["tags"], header["job_type"]) == \
         (run_id, "vae digits", ["a", "b"], "train")
+    summary = subprocess.run([str(wandb), "leet", "inspect", "--summary", str(run / "wandb")], capture_output=True,
+                             text=True, timeout=120, stdin=subprocess.DEVNULL)  # the README's command, no terminal
+    assert summary.returncode == 0 and run_id in summary.stdout and "test/mse" in summary.stdout, summary.stderr
 
     # a resumed run continues the same W&B run (offline: a second run file with the same id)
     train(tmp_path, "--out", run, "--resume", "--max-steps", 42)

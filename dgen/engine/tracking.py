@@ -8,7 +8,8 @@ resume, rows past the checkpoint's step are dropped so every step appears once.
 
 W&B goes through Accelerate's tracker. Without an API key (WANDB_API_KEY, or `wandb login`'s
 netrc entry) it runs offline by itself and writes RUN_DIR/wandb/offline-run-*; upload later with
-`wandb sync RUN_DIR/wandb/offline-run-*`, or browse locally with `wandb leet RUN_DIR/wandb`.
+`wandb sync RUN_DIR/wandb/offline-run-*`; read it with `wandb leet inspect --summary RUN_DIR/wandb`
+(or browse it in a terminal with `wandb leet RUN_DIR/wandb`).
 """
 
 from __future__ import annotations
