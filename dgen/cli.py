@@ -24,10 +24,11 @@ from dgen.errors import DgenError, setup_logging
 def _add_shard(sub) -> None:
     from dgen.data.sources import SOURCES
 
-    p = sub.add_parser("shard", help="pack a dataset into WebDataset shards + manifest.json")
+    p = _command(sub, "shard", "pack a dataset into WebDataset shards + manifest.json",
+                 "dgen shard mnist --root ~/data/mnist --out shards/mnist\n  dgen shard folder --root ~/photos --out shards/photos --size 64")
     srcs = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
     for name, cls in sorted(SOURCES.items()):
-        sp = srcs.add_parser(name, help=cls.help, description=cls.help)
+        sp = srcs.add_parser(name, help=cls.help, description=cls.help, allow_abbrev=False)
         sp.add_argument("--out", help="output folder (default: shards/SOURCE)")
         size_default = "native" if cls.default_size is None else cls.default_size
         sp.add_argument("--size", type=_size, default=cls.default_size,
@@ -154,20 +155,29 @@ def _table(args) -> int:
     return 0
 
 
+def _command(sub, name: str, text: str, example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}", allow_abbrev=False,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="dgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_shard(sub)
-    p = sub.add_parser("merge", help="join part manifests written by `dgen shard --part I/N`, then verify")
+    p = _command(sub, "merge", "join part manifests written by `dgen shard --part I/N`, then verify",
+                 "dgen merge shards/celeba     # after every `dgen shard celeba ... --part I/N` finished")
     p.add_argument("dir")
     p.set_defaults(run=_run_merge)
-    p = sub.add_parser("verify", help="check every shard against manifest.json (sha256, counts, decoding)")
+    p = _command(sub, "verify", "check every shard against manifest.json (sha256, counts, decoding, empty splits); "
+                 "exit 1 on any problem", "dgen verify shards/digits")
     p.add_argument("dir")
     p.add_argument("--no-decode", action="store_true", help="skip decoding images (faster)")
     p.set_defaults(run=_run_verify)
     from dgen.bench import add_arguments as add_bench
 
-    p = sub.add_parser("bench", help="images/s of loading and training, dgen vs a plain PyTorch script; JSON")
+    p = _command(sub, "bench", "images/s of loading and training, dgen vs a plain PyTorch script; JSON",
+                 "dgen bench            # both, results in bench/\n  dgen bench loader")
     add_bench(p, "results")
     p.set_defaults(run=_run_bench, bench=None)
     bench = p.add_subparsers(dest="bench", metavar="WHAT")
@@ -178,14 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
         bp.set_defaults(run=_run_bench)
     p = sub.add_parser("train", help="train a model (flags: dgen train --model NAME --help)", add_help=False)
     p.set_defaults(run=None)
-    p = sub.add_parser("sample", help="sample images from a trained run")
+    p = _command(sub, "sample", "sample images from a trained run's latest checkpoint (new ones each time)",
+                 "dgen sample --run runs/vae-digits-20261121-101500 --n 64\n  dgen sample --run RUN --seed 7   # the same images again")
     p.add_argument("--run", dest="run_dir", required=True, help="run folder (runs/...)")
     p.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
     p.add_argument("--seed", type=int, help="noise seed (default: a fresh one, printed; the run's own samples.png "
                    "is the run's --seed)")
     p.add_argument("--out", help="PNG path (default: RUN/images/sampled-seedS.png)")
     p.set_defaults(run=_run_sample)
-    p = sub.add_parser("eval", help="FID/KID (classifier features) of a run, of train vs test (the floor), or the adaptation table")
+    p = _command(sub, "eval", "FID/KID (classifier features) of a run, of train vs test (the floor), or the adaptation table",
+                 "dgen eval --run runs/dcgan\n  dgen eval --data shards/digits     # the floor\n"
+                 "  dgen eval --table runs/* --out table.md")
     p.add_argument("--run", dest="run_dir", help="run folder: score its latest checkpoint")
     p.add_argument("--untrained", action="store_true", help="score the run's architecture freshly initialised")
     p.add_argument("--samples", type=int, default=2000, help="generated images (default: 2000)")

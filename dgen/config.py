@@ -24,11 +24,9 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from dgen.errors import DgenError
+from dgen.errors import ConfigError, DgenError  # noqa: F401  (ConfigError: imported from here by callers)
 
 
-class ConfigError(DgenError):
-    """A bad configuration key or value."""
 
 
 @dataclass

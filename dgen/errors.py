@@ -9,6 +9,10 @@ class DgenError(Exception):
     """A problem with the user's input or environment that dgen can name precisely."""
 
 
+class ConfigError(DgenError):
+    """A bad configuration key or value."""
+
+
 class DataError(DgenError):
     """Missing, incomplete or corrupt dataset files, shards or manifests."""
 

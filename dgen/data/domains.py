@@ -26,7 +26,7 @@ from typing import Iterator
 from dgen.data.auto import ensure_shards
 from dgen.data.manifest import Manifest, load_manifest
 from dgen.data.stream import StreamLoader
-from dgen.errors import DataError
+from dgen.errors import ConfigError, DataError
 
 _PAIR = re.compile(r":(?!//)")  # a colon that does not start "://" (remote URLs keep theirs)
 
@@ -63,8 +63,6 @@ def plan_data(data: str, shards_root: str, domains: str | None, model: str, imag
               channels: int | None) -> DataPlan:
     """Resolve --data for a method that trains on `domains` (None: one dataset). Shards embedded
     datasets on first use, so call it on one rank first (`main_process_first`)."""
-    from dgen.config import ConfigError
-
     pair = split_pair(data)
     if domains is None:
         if pair is not None:

@@ -1,4 +1,5 @@
-"""Training methods, one file each; a new method is one file plus one line in METHODS."""
+"""Training methods, one file per family; a new method is one class plus one name in `_registry` below
+(GANs and adaptation methods: one entry in their file's METHODS, which `_registry` takes whole)."""
 
 from __future__ import annotations
 

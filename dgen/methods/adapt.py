@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dgen.config import ConfigError
+from dgen.errors import ConfigError
 from dgen.eval.tsne import save_tsne
 from dgen.methods.base import Method, ReportContext, evaluating
 from dgen.models.domain import DomainDiscriminator, GtaDiscriminator, GtaGenerator, build_classifier, gta_init

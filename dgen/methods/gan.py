@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from dgen.config import ConfigError
+from dgen.errors import ConfigError
 from dgen.eval.images import save_variations
 from dgen.methods.base import Method, ReportContext, evaluating
 from dgen.models.augment import DiffAugment
