@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make train   create/reuse .venv with what training needs, then the main job (a VAE on the embedded digits)
 #   make test    create/reuse .venv, add the test and DeepSpeed extras, run the test suite
+#   make test-fast   the same without the end-to-end tests (a few minutes)
 #   make bench   the benchmark of the README (dgen bench: loader and training vs plain PyTorch)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: install install-dev train test bench slurm-deps clean
+.PHONY: install install-dev train test test-fast bench slurm-deps clean
 
 install: $(STAMP)
 install-dev: $(DEV)
@@ -34,6 +35,10 @@ train: $(STAMP)
 
 test: $(DEV)
 	$(BIN)/pytest -q
+
+# The fast loop while editing: everything but the end-to-end tests (pytest -m "not slow").
+test-fast: $(DEV)
+	$(BIN)/pytest -q -m "not slow"
 
 # Debian's Slurm and munge, for the tests that run a real Slurm cluster on this machine (root only;
 # without them those tests are skipped).

@@ -149,6 +149,7 @@ def test_polarity_flips_invert_about_half_the_labelled_images():
         get_method("dann")(cfg, DataSpec("digits", 32, 3, [str(i) for i in range(10)], None))
 
 
+@pytest.mark.slow
 def test_every_method_reports_target_accuracy_and_tsne(adaptation_runs):
     for model, run in adaptation_runs.items():
         final = [r for r in rows(run) if "test/accuracy" in r][-1]
@@ -174,6 +175,7 @@ def test_every_method_reports_target_accuracy_and_tsne(adaptation_runs):
     assert coeffs[0] == 0.0 and coeffs == sorted(coeffs) and coeffs[-1] < 1.0  # 2/(1+exp(-10p))-1 rising from 0
 
 
+@pytest.mark.slow
 def test_table_of_runs(adaptation_runs, tmp_path, digits_shards, digits_m_shards):
     out = tmp_path / "table.md"
     flips = tmp_path / "flips"
@@ -201,6 +203,7 @@ def test_table_of_runs(adaptation_runs, tmp_path, digits_shards, digits_m_shards
     assert re.search(rf"dann/digits→digits-m/accuracy_mean\s+{re.escape(str(acc))}\n", summary), summary
 
 
+@pytest.mark.slow
 def test_target_labels_never_reach_dann(adaptation_runs, tmp_path, digits_shards):
     """DANN trained with the target's labels scrambled ends with exactly the same weights."""
     scrambled = _relabelled(tmp_path, [(c + 3) % 10 for c in range(10)])
@@ -213,6 +216,7 @@ def test_target_labels_never_reach_dann(adaptation_runs, tmp_path, digits_shards
     assert finals[0] == finals[1] and len(finals[0]) == 3  # F, C, D
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["dann", "gta"])
 def test_two_processes_keep_every_network_identical(tmp_path, model, digits_shards, digits_m_shards):
     run = tmp_path / "run"
@@ -229,6 +233,7 @@ def test_two_processes_keep_every_network_identical(tmp_path, model, digits_shar
     assert final["step"] == 4  # evaluated over the target test split, gathered from both ranks
 
 
+@pytest.mark.slow
 def test_adaptation_model_without_a_pair_fails_clearly(tmp_path, digits_shards):
     done = train(tmp_path, "--model", "dann", "--data", str(digits_shards), "--max-steps", 2, *FAST, check=False)
     assert done.returncode == 2 and "pass --data SOURCE:TARGET" in done.stderr
@@ -258,6 +263,7 @@ def test_presets_for_the_seeds_pairs(pair):
         resolve({"model": "dann", "data": pair}).max_steps  # folders name the same pair
 
 
+@pytest.mark.slow
 def test_dann_beats_source_only_at_a_short_preset(tmp_path, digits_shards, digits_m_shards):
     """The adaptation itself, not only its plumbing: at seed 0 and 150 steps of 32 images, DANN's target accuracy
     is clearly above the same network trained on the source alone (measured 53.6% vs 40.0%; README: 70.7% vs

@@ -12,6 +12,8 @@ import pytest
 
 from tests.test_train import ROOT, env, losses
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves it out
+
 pytest.importorskip("deepspeed")
 TRAIN = ROOT / "dgen" / "train.py"
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves it out
+
 SCRIPT = Path(__file__).parent / "scripts" / "stream_ranks.py"
 TRAIN, TEST = 1437, 360
 

