@@ -131,10 +131,10 @@ def _dgen_step(cfg, acc, spec: dict):
     """dgen's training step, as train() sets it up, on one synthetic batch already on the device."""
     from dgen.engine import trainer
 
-    method, optimizers, schedulers = trainer.setup_method(cfg, acc, _spec_data(cfg))
+    method, optimizers, base_lrs = trainer.setup_method(cfg, acc, _spec_data(cfg))
     batch = trainer.to_device(_synthetic(spec), acc.device, method.memory_format)
     steps = itertools.count()
-    return lambda: trainer.train_step(acc, method, optimizers, schedulers, [batch], next(steps), cfg.grad_clip)
+    return lambda: trainer.train_step(acc, method, optimizers, base_lrs, [batch], next(steps), cfg)
 
 
 def _plain_step(cfg, spec: dict, device):

@@ -1,6 +1,6 @@
 """Complete, atomic checkpoints with retention.
 
-RUN_DIR/checkpoints/step-00001000/ holds Accelerate's state (models, optimizers, schedulers,
+RUN_DIR/checkpoints/step-00001000/ holds Accelerate's state (models, optimizers,
 GradScaler, and every rank's Python/NumPy/torch RNG states) plus `trainer_state.json` (step,
 epoch and batch position of the data stream, images seen, best metric). A checkpoint is written
 into a hidden `.tmp-step-...` folder and renamed into place only after every rank has finished

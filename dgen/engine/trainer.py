@@ -76,15 +76,13 @@ def train(cfg: Config) -> Path:
         cfg.save(run_dir / "config.json")
 
     set_seed(cfg.seed)  # identical initial weights on every rank
-    method, optimizers, schedulers = setup_method(cfg, acc, spec, location)
+    method, optimizers, base_lrs = setup_method(cfg, acc, spec, location)
     phases = list(method.phases)
 
     checkpoints = Checkpointer(acc, run_dir, cfg.keep_checkpoints)
     state = {"step": 0, "epoch": 0, "batch": 0, "images": 0, "skipped": [0, 0]}  # skipped: samples, shards (all ranks)
     if ckpt is not None:
-        configured = {p: [g["lr"] for g in optimizers[p].param_groups] for p in phases}
-        state = checkpoints.load(ckpt)
-        _apply_learning_rates(optimizers, schedulers, configured)  # the checkpoint's are the old ones
+        state = checkpoints.load(ckpt)  # its optimizers' learning rates are overwritten at each step: lr_at(step)
         log.info("resumed %s at step %d", ckpt, state["step"])
         state.setdefault("skipped", [0, 0])  # checkpoints from before the count
     else:
@@ -121,7 +119,7 @@ def train(cfg: Config) -> Path:
     try:
         while state["step"] < cfg.max_steps:
             micro = [batches.next() for _ in range(cfg.grad_accum)]
-            for k, v in train_step(acc, method, optimizers, schedulers, micro, state["step"], cfg.grad_clip).items():
+            for k, v in train_step(acc, method, optimizers, base_lrs, micro, state["step"], cfg).items():
                 sums[k], counts[k] = sums.get(k, 0) + v, counts.get(k, 0) + 1
             state.update(step=state["step"] + 1, images=state["images"] + step_images, **batches.position())
             steps_in_window += 1
@@ -230,8 +228,9 @@ def resolve_defaults(cfg: Config, deepspeed: bool) -> None:
 
 
 def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
-    """The method with its networks, optimizers and schedulers prepared by Accelerate (devices, DDP,
-    DeepSpeed), in the fast layout: channels-last for convolutional networks, optionally torch.compile."""
+    """The method with its networks and optimizers prepared by Accelerate (devices, DDP, DeepSpeed), in the
+    fast layout: channels-last for convolutional networks, optionally torch.compile; and each optimizer's
+    base learning rates (per parameter group), which `lr_at` scales by the step."""
     try:
         method = get_method(cfg.model)(cfg, spec)
     except ValueError as e:  # the network cannot take this data (size, channels)
@@ -246,19 +245,18 @@ def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
         m.to(memory_format=method.memory_format)
     names, phases = method.trained(), list(method.phases)
     optimizers = method.optimizers()
-    schedulers = [_schedule(optimizers[p], cfg) for p in phases]
-    prepared = acc.prepare(*(method.models[n] for n in names), *(optimizers[p] for p in phases), *schedulers)
+    base_lrs = {p: [g["lr"] for g in optimizers[p].param_groups] for p in phases}  # this run's, also after a resume
+    prepared = acc.prepare(*(method.models[n] for n in names), *(optimizers[p] for p in phases))
     averages = {n: method.models[n].to(acc.device) for n in method.averages}
     for m in averages.values():  # saved as custom_checkpoint_<i>.pkl, in this order (see dgen.engine.run.load_trained)
         acc.register_for_checkpointing(m)
     method.models = {**dict(zip(names, prepared[: len(names)])), **averages}
     optimizers = dict(zip(phases, prepared[len(names): len(names) + len(phases)]))
-    schedulers = dict(zip(phases, prepared[len(names) + len(phases):]))
     method._unwrap = lambda m: bare_network(acc, m)
     method.accelerator = acc
     if cfg.compile:  # after DDP wrapping (its graph breaks at bucket boundaries); checkpoints keep plain names
         method.models = {n: m if n in averages else torch.compile(m) for n, m in method.models.items()}
-    return method, optimizers, schedulers
+    return method, optimizers, base_lrs
 
 
 def bare_network(acc, model):
@@ -274,14 +272,17 @@ def channels_last(method) -> bool:
     return any(isinstance(m, torch.nn.modules.conv._ConvNd) for net in method.models.values() for m in net.modules())
 
 
-def train_step(acc, method, optimizers: dict, schedulers: dict, micro: list[dict], step: int,
-               clip: float) -> dict[str, torch.Tensor]:
-    """One optimizer step of every phase due at `step`; the loss terms, detached, on the device."""
+def train_step(acc, method, optimizers: dict, base_lrs: dict, micro: list[dict], step: int,
+               cfg: Config) -> dict[str, torch.Tensor]:
+    """One optimizer step of every phase due at `step` (the steps done before it), at the learning rate
+    `lr_at` gives for it; the loss terms, detached, on the device."""
     method.step = step
+    factor = lr_at(cfg, step)
     terms: dict[str, torch.Tensor] = {}
     for phase in method.phases_at(step):
-        terms.update(_run_phase(acc, method, phase, optimizers[phase], micro, clip))
-        schedulers[phase].step()
+        for group, base in zip(optimizers[phase].param_groups, base_lrs[phase]):
+            group["lr"] = base * factor
+        terms.update(_run_phase(acc, method, phase, optimizers[phase], micro, cfg.grad_clip))
     return terms
 
 
@@ -301,15 +302,6 @@ def _configure_deepspeed(acc, cfg: Config, method) -> None:
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else acc.num_processes
     ds["train_batch_size"] = cfg.batch_size * world * ds.get("gradient_accumulation_steps", 1)
     ds["gradient_clipping"] = cfg.grad_clip
-
-
-def _apply_learning_rates(optimizers: dict, schedulers: dict, configured: dict) -> None:
-    """After a resume, use this run's learning rates (a resume may change --lr) at the schedule's position."""
-    for phase, lrs in configured.items():
-        sched = schedulers[phase].scheduler if hasattr(schedulers[phase], "scheduler") else schedulers[phase]
-        sched.base_lrs = list(lrs)
-        for group, base, factor in zip(optimizers[phase].param_groups, lrs, sched.lr_lambdas):
-            group["initial_lr"], group["lr"] = base, base * factor(sched.last_epoch)
 
 
 def _run_phase(acc, method, phase, optimizer, micro, clip) -> dict[str, torch.Tensor]:
@@ -423,13 +415,15 @@ def _samples(acc, method, fixed, run_dir: Path, tracker, step: int):
     return None
 
 
-def _schedule(optimizer, cfg: Config):
+def lr_at(cfg: Config, step: int) -> float:
+    """The learning-rate factor at `step` (steps done), a function of the step alone: nothing to checkpoint,
+    and a resume (with another --lr or --max-steps) is simply at its step of this run's schedule."""
+    p = min(step, cfg.max_steps) / cfg.max_steps
     if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.max_steps) / cfg.max_steps)))
-    if cfg.lr_schedule == "dann":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (1 + 10 * min(s, cfg.max_steps) / cfg.max_steps) ** -0.75)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        return 0.5 * (1 + math.cos(math.pi * p))
+    if cfg.lr_schedule == "dann":  # Ganin et al.: lr / (1 + 10 p)^0.75
+        return (1 + 10 * p) ** -0.75
+    return 1.0
 
 
 def _run_dir(cfg: Config, acc) -> tuple[Path, Path | None]:
