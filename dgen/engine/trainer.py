@@ -250,12 +250,11 @@ def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
     averages = {n: method.models[n].to(acc.device) for n in method.averages}
     for m in averages.values():  # saved as custom_checkpoint_<i>.pkl, in this order (see dgen.engine.run.load_trained)
         acc.register_for_checkpointing(m)
-    method.models = {**dict(zip(names, prepared[: len(names)])), **averages}
-    optimizers = dict(zip(phases, prepared[len(names): len(names) + len(phases)]))
-    method._unwrap = lambda m: bare_network(acc, m)
-    method.accelerator = acc
+    models = dict(zip(names, prepared[: len(names)]))
     if cfg.compile:  # after DDP wrapping (its graph breaks at bucket boundaries); checkpoints keep plain names
-        method.models = {n: m if n in averages else torch.compile(m) for n, m in method.models.items()}
+        models = {n: torch.compile(m) for n, m in models.items()}
+    method.prepared({**models, **averages}, acc, lambda m: bare_network(acc, m))
+    optimizers = dict(zip(phases, prepared[len(names): len(names) + len(phases)]))
     return method, optimizers, base_lrs
 
 

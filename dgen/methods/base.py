@@ -4,13 +4,14 @@ A method owns its networks, optimizers and losses and names its update phases (o
 "D", "G" for GANs). Each step the trainer runs every phase in order: it zeroes that phase's
 optimizer, calls `loss(phase, batch)` under autocast for each micro-batch, back-propagates, clips,
 and steps. The trainer also asks the method for fixed-noise samples, evaluation sums, and the
-pictures of its final report. Networks are called through `self.models[name]` (the trainer puts
-the DDP-wrapped versions there); `self.unwrap(name)` gives the bare module for sampling.
+pictures of its final report. Networks are called through `self.models[name]` (the trainer hands
+the DDP-wrapped versions over with `prepared()`); `self.unwrap(name)` gives the bare module for sampling.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,8 @@ class Method:
         # updated by the method itself, never by an optimizer, so not wrapped for DDP; checkpointed all the same
         self.averages: dict[str, str] = {}
         self.models: dict[str, nn.Module] = self.build()
-        self._unwrap = lambda m: m
-        self.accelerator = None  # set by the trainer (for no_sync and the like)
+        self._unwrap: Callable[[nn.Module], nn.Module] = lambda m: m  # see prepared()
+        self._accelerator = None
         self.step = 0  # the trainer's optimizer-step count before the current step
         self.memory_format = torch.contiguous_format  # the trainer's choice of layout for images (channels-last)
 
@@ -107,6 +108,11 @@ class Method:
         return {}
 
     # -- provided ------------------------------------------------------------------------------------
+    def prepared(self, models: dict[str, nn.Module], accelerator, unwrap: Callable[[nn.Module], nn.Module]) -> None:
+        """The trainer hands back the models as Accelerate prepared them (DDP or DeepSpeed wrappers, devices),
+        the Accelerator (for no_sync in frozen()) and how to reach a bare network inside its wrappers."""
+        self.models, self._accelerator, self._unwrap = models, accelerator, unwrap
+
     def trained(self) -> list[str]:
         """Names of the models an optimizer updates (all but the running averages), in build order."""
         return [n for n in self.models if n not in self.averages]
@@ -123,9 +129,9 @@ class Method:
             p.requires_grad_(False)
         try:
             with contextlib.ExitStack() as stack:
-                if self.accelerator is not None:
+                if self._accelerator is not None:
                     for n in names:
-                        stack.enter_context(self.accelerator.no_sync(self.models[n]))
+                        stack.enter_context(self._accelerator.no_sync(self.models[n]))
                 yield
         finally:
             for p in params:
