@@ -139,7 +139,8 @@ def _table(args) -> int:
     from pathlib import Path
 
     from dgen.atomic import atomic_write_text
-    from dgen.eval.table import collect, log_wandb, markdown
+    from dgen.engine.tracking import log_table
+    from dgen.eval.table import collect, markdown
 
     cells, skipped = collect([Path(r) for r in args.table])
     for run, why in skipped:
@@ -151,7 +152,7 @@ def _table(args) -> int:
     if args.out:
         atomic_write_text(Path(args.out), text)
     if args.wandb:
-        print(f"logged to W&B: {log_wandb(cells)}", file=sys.stderr)
+        print(f"logged to W&B: {log_table(cells)}", file=sys.stderr)
     return 0
 
 

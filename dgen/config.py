@@ -1,5 +1,6 @@
-"""Typed run configuration: dataclass defaults < per-(model, dataset) presets < a replayed
-config.json < command-line flags. Unknown or mistyped keys are errors, everywhere.
+"""Typed run configuration: the Config dataclass, its checks, and setting it from dicts (unknown or
+mistyped keys are errors, everywhere). dgen.options resolves defaults < per-(model, dataset) presets <
+a replayed config.json < command-line flags into one.
 
     accelerate launch dgen/train.py --model vae                       # preset for (vae, digits)
     accelerate launch dgen/train.py --model vae --data celeba --kl-weight 1e-5 --latent-dim 512
@@ -12,19 +13,16 @@ dataclass, so a flag that the chosen model does not have is rejected rather than
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
 import inspect
 import json
 import re
-import sys
 import types
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from dgen.errors import ConfigError, DgenError  # noqa: F401  (ConfigError: imported from here by callers)
+from dgen.errors import ConfigError
 
 
 
@@ -96,10 +94,10 @@ POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "max_steps", 
 def validate(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"{_flag(key)} must be one of {', '.join(map(str, allowed))}; got {getattr(cfg, key)!r}")
+            raise ConfigError(f"{flag_name(key)} must be one of {', '.join(map(str, allowed))}; got {getattr(cfg, key)!r}")
     for key in POSITIVE:
         if getattr(cfg, key) < 1:
-            raise ConfigError(f"{_flag(key)} must be >= 1, got {getattr(cfg, key)}")
+            raise ConfigError(f"{flag_name(key)} must be >= 1, got {getattr(cfg, key)}")
     if cfg.lr <= 0:
         raise ConfigError(f"--lr must be > 0, got {cfg.lr}")
     if cfg.num_workers is not None and cfg.num_workers < 0:
@@ -139,42 +137,12 @@ def update(obj, values: dict, where: str = "") -> None:
         setattr(obj, key, _coerce(type(obj), key, value, where))
 
 
-def method_config(model: str):
-    from dgen.methods import get_method
-
-    return get_method(model).Config()
-
-
-def resolve(overrides: dict, replay: dict | None = None, dataset: str | None = None) -> Config:
-    """Defaults < preset(model, dataset) < replayed config < overrides (flag values the user gave)."""
-    from dgen.presets import preset
-
-    base = dict(replay or {})
-    model = overrides.get("model", base.get("model", Config.model))
-    cfg = Config(model=model)
-    cfg.method = method_config(model)
-    data = overrides.get("data", base.get("data", Config.data))
-    if replay is None:
-        from dgen.engine.run import dataset_name
-
-        top, meth = preset(model, dataset or dataset_name(data), overrides.get("method", {}).get("arch"))
-        update(cfg, top)
-        update(cfg.method, meth, "method.")
-    for source in (base, overrides):
-        top = {k: v for k, v in source.items() if k != "method"}
-        update(cfg, top)
-        if source.get("method"):
-            update(cfg.method, source["method"], "method.")
-    validate(cfg)
-    return cfg
-
-
-# -- the command line -------------------------------------------------------------------------------
-def _flag(name: str) -> str:
+# -- names and help texts for the command line (dgen.options builds it) -------------------------------
+def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _arg_type(t):
+def arg_type(t):
     options = typing.get_args(t) if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union else (t,)
     options = [o for o in options if o is not type(None)]
     return options[0] if options else str
@@ -193,102 +161,3 @@ def field_help(cls) -> dict[str, str]:
             if m := _COMMENT.match(line):
                 out[m.group(1)] = m.group(2)
     return out
-
-
-def _add_fields(parser, obj, dest_prefix: str, choices: dict, skip=()) -> None:
-    """One flag per field of the dataclass instance `obj`, its help text and its value in `obj` shown."""
-    cls = type(obj)
-    hints, helps = typing.get_type_hints(cls), field_help(cls)
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        t = _arg_type(hints[f.name])
-        value = getattr(obj, f.name)
-        shown = "off" if value == "" else value
-        text = f"{helps.get(f.name, '')} (default: {shown})".strip()
-        if t is bool:
-            parser.add_argument(_flag(f.name), dest=dest_prefix + f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=text)
-            continue
-        allowed = [c for c in choices.get(f.name, ()) if c is not None]
-        parser.add_argument(_flag(f.name), dest=dest_prefix + f.name, type=t, default=argparse.SUPPRESS,
-                            choices=allowed or None, metavar="{" + ",".join(map(str, allowed)) + "}" if allowed else f.name.upper(),
-                            help=text.replace("%", "%%"))
-
-
-class _Parser(argparse.ArgumentParser):
-    """No prefix matching, and a mistake is one line (naming the closest valid flag), not the usage."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, allow_abbrev=False, **kwargs)
-
-    def error(self, message: str):
-        if message.startswith("unrecognized arguments: "):
-            unknown = message.split(": ", 1)[1].split()
-            flags = [u for u in unknown if u.startswith("-")] or unknown
-            known = [o for a in self._actions for o in a.option_strings]
-            bad = flags[0].split("=")[0]
-            close = difflib.get_close_matches(bad, known, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"unknown flag {bad}{hint}; `{self.prog} --model MODEL --help` lists them")
-        raise ConfigError(f"{message} (`{self.prog} --help` lists the flags)")
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[dict, dict | None]:
-    """(overrides the user typed, replayed config or None). Two passes: --model picks the method flags."""
-    from dgen.methods import method_names
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    first = _Parser(add_help=False)
-    first.add_argument("--model")
-    first.add_argument("--config")
-    first.add_argument("--data")
-    first.add_argument("--arch")
-    known, _ = first.parse_known_args(argv)
-    replay = None
-    if known.config:
-        path = Path(known.config)
-        if not path.is_file():
-            raise ConfigError(f"--config {path}: no such file")
-        try:
-            replay = json.loads(path.read_text())
-        except ValueError as e:
-            raise ConfigError(f"--config {path} is not valid JSON: {e}") from None
-    model = known.model or (replay or {}).get("model", Config.model)
-    shown = _shown_defaults(model, known, replay)
-
-    parser = _Parser(
-        prog="dgen train", description=f"Train a dgen model ({model} here: the defaults shown are what this run "
-        f"will use, the preset for ({model}, {shown.data}) applied). Flags override the preset; "
-        "`--model M --data D --help` shows another preset.",
-        epilog="example: accelerate launch dgen/train.py --model dcgan --max-steps 500 --out runs/dcgan")
-    parser.add_argument("--config", metavar="FILE", help="replay a resolved RUN_DIR/config.json (flags still override it)")
-    _add_fields(parser, shown, "", {**CHOICES, "model": method_names()}, skip=("method", "resume"))
-    parser.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS, choices=("latest", "auto"),
-                        help="continue from the latest checkpoint of --out (or the newest matching run); "
-                             "'auto': only if one exists")
-    parser.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
-                        help="check the flags and the data, print the plan, and exit")
-    group = parser.add_argument_group(f"{model} hyper-parameters")
-    _add_fields(group, shown.method, "method.", getattr(type(shown.method), "CHOICES", {}))
-    ns = vars(parser.parse_args(argv))
-    ns.pop("config", None)
-    overrides: dict = {"method": {}}
-    for key, value in ns.items():
-        if key.startswith("method."):
-            overrides["method"][key[len("method."):]] = value
-        else:
-            overrides[key] = value
-    return overrides, replay
-
-
-def _shown_defaults(model: str, known, replay: dict | None) -> Config:
-    """The values a run of `model` would use before the other flags: preset (or replayed config) applied."""
-    typed = {"model": model, **({"data": known.data} if known.data else {}),
-             "method": {"arch": known.arch} if known.arch else {}}
-    try:
-        return resolve(typed, replay)
-    except DgenError:  # e.g. a bad --arch: the flags below still parse, and the run reports it
-        cfg = Config(model=model)
-        cfg.method = method_config(model)
-        return cfg

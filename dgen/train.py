@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file by `accelerate launch dgen/train.py`: make `dgen` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dgen.config import parse_args  # noqa: E402
+from dgen.options import parse_args  # noqa: E402
 from dgen.engine.run import config_for_run  # noqa: E402
 from dgen.errors import DgenError, setup_logging  # noqa: E402
 

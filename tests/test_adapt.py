@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgen.config import ConfigError
+from dgen.errors import ConfigError
 from dgen.data.domains import PairedLoader, plan_data, split_pair
 from dgen.data.shard import write_shards
 from dgen.data.sources import get_source
@@ -132,7 +132,7 @@ def adaptation_runs(tmp_path_factory, digits_shards, digits_m_shards) -> dict[st
 
 
 def test_polarity_flips_invert_about_half_the_labelled_images():
-    from dgen.config import resolve
+    from dgen.options import resolve
     from dgen.methods import get_method
     from dgen.methods.base import DataSpec
 
@@ -251,7 +251,7 @@ def test_dry_run_checks_both_domains(tmp_path, digits_shards, capsys):
 @pytest.mark.parametrize("pair", ["digits:digits-m", "usps:mnist-m", "mnist-m:svhn", "svhn:usps", "mnist:mnist-m",
                                   "svhn:mnist"])
 def test_presets_for_the_seeds_pairs(pair):
-    from dgen.config import resolve
+    from dgen.options import resolve
 
     for model in ("source-only", "target-only", "dann", "gta"):
         cfg = resolve({"model": model, "data": pair})

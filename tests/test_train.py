@@ -261,7 +261,8 @@ def test_unknown_flags_are_rejected(tmp_path):
 
 
 def test_flags_are_never_prefix_matched_and_a_typo_names_the_closest_flag():
-    from dgen.config import ConfigError, parse_args
+    from dgen.errors import ConfigError
+    from dgen.options import parse_args
 
     with pytest.raises(ConfigError, match=r"^unknown flag --max-step \(did you mean --max-steps\?\)"):
         parse_args(["--model", "vae", "--max-step", "5"])
@@ -272,7 +273,7 @@ def test_flags_are_never_prefix_matched_and_a_typo_names_the_closest_flag():
 
 def test_help_shows_the_values_the_run_will_use(capsys):
     """The preset for (model, data) applied, a help text for every flag, and the choices where there are some."""
-    from dgen.config import parse_args
+    from dgen.options import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(["--model", "vae", "--help"])
@@ -291,7 +292,7 @@ def test_help_shows_the_values_the_run_will_use(capsys):
 
 def test_config_file_with_another_model_flag(tmp_path):
     """--config FILE --model M builds M's flags (in-process, as under `accelerate launch`, where argv is sys.argv)."""
-    from dgen.config import parse_args
+    from dgen.options import parse_args
 
     saved = tmp_path / "config.json"
     saved.write_text(json.dumps({"model": "vae"}))
@@ -311,7 +312,7 @@ def test_resume_refuses_an_incompatible_config_and_existing_runs(tmp_path):
 
 @pytest.mark.slow
 def test_replayed_config_resolves_identically(tmp_path):
-    from dgen.config import resolve
+    from dgen.options import resolve
 
     run = tmp_path / "run"
     train(tmp_path, "--model", "mlp-vae", "--out", run, "--max-steps", 2, "--lr", "0.002", *FAST)

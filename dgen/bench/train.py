@@ -48,7 +48,7 @@ def peak_flops(device_name: str) -> float | None:
 
 # -- one measurement (runs in its own process) --------------------------------------------------------
 def _config(spec: dict):
-    from dgen.config import resolve
+    from dgen.options import resolve
 
     overrides = {"model": spec["model"], "data": spec.get("data") or "digits", "batch_size": spec["batch_size"],
                  "image_size": spec["image_size"], "channels": spec["channels"], "tracker": "none", "fid": False,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 from dgen.data.auto import ensure_shards
@@ -39,6 +40,14 @@ def split_pair(data: str) -> tuple[str, str] | None:
     if len(parts) != 2 or not all(parts):
         raise DataError(f"--data {data!r}: expected SOURCE:TARGET (two dataset names or shard folders)")
     return parts[0], parts[1]
+
+
+def dataset_name(data: str) -> str:
+    """"celeba" for shards/celeba/; "usps:mnist-m" for a domain pair (each side's last path part)."""
+    pair = split_pair(str(data))
+    if pair is not None:
+        return ":".join(dataset_name(p) for p in pair)
+    return Path(str(data).rstrip("/")).name
 
 
 @dataclass

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import torch
 
-from dgen.config import Config, ConfigError, resolve
+from dgen.config import Config
+from dgen.errors import ConfigError
+from dgen.options import resolve
+from dgen.data.domains import dataset_name
 from dgen.engine.checkpoint import latest_checkpoint, list_checkpoints
 
 # Keys that define what is trained: a checkpoint cannot be resumed under different values.
@@ -25,16 +28,6 @@ STRUCTURAL = ("model", "method", "image_size", "channels")
 # Keys that change the numbers of a resumed run (allowed, with a warning).
 TRAJECTORY = ("seed", "batch_size", "grad_accum", "lr", "beta1", "beta2", "weight_decay", "lr_schedule", "max_steps",
               "num_workers", "shuffle_buffer", "mixed_precision")
-
-
-def dataset_name(data: str) -> str:
-    """"celeba" for shards/celeba/; "usps:mnist-m" for a domain pair (each side's last path part)."""
-    from dgen.data.domains import split_pair
-
-    pair = split_pair(str(data))
-    if pair is not None:
-        return ":".join(dataset_name(p) for p in pair)
-    return Path(str(data).rstrip("/")).name
 
 
 def _run_label(data: str) -> str:

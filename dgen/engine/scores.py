@@ -52,13 +52,14 @@ def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: 
     from types import SimpleNamespace
 
     from dgen.data.auto import check_data
-    from dgen.engine.run import load_generator
+    from dgen.engine.run import load_generator, load_trained
     from dgen.methods import get_method
 
     cfg, method, _ = load_generator(run_dir, device)
-    if untrained:
+    if untrained:  # as training starts: vaegan's G is its VAE's decoder
         torch.manual_seed(cfg.seed)
         method = get_method(cfg.model)(cfg, method.data)
+        method.initialise(load_trained)
         for m in method.models.values():
             m.to(device).eval()
     cfg.fid_samples = samples

@@ -27,14 +27,15 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dgen.config import Config, ConfigError
+from dgen.config import Config
+from dgen.errors import ConfigError
 from dgen.data.domains import PairedLoader, plan_data
 from dgen.data.stream import eval_loader, to_float, train_loader
 from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
 from dgen.engine.gpu import BusySampler
 from dgen.engine.report import write_report
 from dgen.rng import outside_the_step, tick_seed
-from dgen.engine.run import check_resumable, new_run_name
+from dgen.engine.run import check_resumable, load_trained, new_run_name
 from dgen.engine.scores import SampleScores
 from dgen.engine.signals import StopFlag, signal_name
 from dgen.engine.tracking import Tracker
@@ -236,6 +237,7 @@ def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
     except ValueError as e:  # the network cannot take this data (size, channels)
         raise ConfigError(f"{cfg.model} cannot be built for {cfg.image_size}x{cfg.image_size}x{cfg.channels} "
                           f"images from {location or spec.dataset}: {e}") from None
+    method.initialise(load_trained)  # e.g. --init-from; a resumed run's checkpoint then replaces these weights
     if acc.distributed_type == DistributedType.DEEPSPEED:
         _configure_deepspeed(acc, cfg, method)
     # DeepSpeed flattens parameters into byte buffers, which needs the default layout

@@ -56,7 +56,7 @@ class Cell:
 
 def final_accuracy(run: Path) -> tuple[str, str, float]:
     """(row key, pair, target test accuracy at the run's last step); DgenError saying why a run does not count."""
-    from dgen.engine.run import dataset_name
+    from dgen.data.domains import dataset_name
 
     cfg_path, metrics_path = run / "config.json", run / "metrics.jsonl"
     if not cfg_path.is_file():
@@ -113,24 +113,3 @@ def markdown(cells: dict[tuple[str, str], Cell]) -> str:
     if gaps:
         text += "\n" + "\n".join(f"- {g}" for g in gaps) + "\n"
     return text
-
-
-def log_wandb(cells: dict[tuple[str, str], Cell], project: str = "dgen") -> str:
-    """Log the table to W&B (offline by itself when no API key is set); returns the run's folder."""
-    import wandb
-
-    from dgen.engine.tracking import default_wandb_mode
-
-    pairs = columns(cells)
-    table = wandb.Table(columns=["method", *pairs])
-    for key in row_order({k for k, _ in cells}):
-        table.add_data(row_label(key), *[cells[key, p].text() if (key, p) in cells else "" for p in pairs])
-    run = wandb.init(project=project, job_type="adaptation-table", mode=default_wandb_mode())
-    run.log({"adaptation_table": table})
-    for (key, pair), cell in cells.items():
-        name = key.replace(" + polarity flips", "+flips")
-        run.summary[f"{name}/{pair}/accuracy_mean"] = cell.mean
-        run.summary[f"{name}/{pair}/accuracy_std"] = cell.std
-    folder = str(Path(run.dir).parent)
-    run.finish()
-    return folder

@@ -83,6 +83,10 @@ class Method:
         """The phases to run at `step` (e.g. G only every n_critic-th step)."""
         return self.phases
 
+    def initialise(self, load_run: Callable) -> None:
+        """Before training starts (not when a run is loaded back): weights from elsewhere, e.g. vaegan's G
+        from a VAE run. `load_run(run_dir)` gives (config, method, checkpoint folder) of a trained run."""
+
     def after_step(self, phase: str) -> None:
         """Called after `phase`'s optimizer step (e.g. WGAN weight clipping)."""
 

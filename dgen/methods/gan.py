@@ -152,8 +152,9 @@ class GAN(Method):
         if hp.arch in ("dcgan", "mnist"):
             g.apply(nets.dcgan_init)
             dis.apply(nets.dcgan_init)
-        if hp.init_from:
-            self._init_from_vae(g)
+        if hp.init_from and not hasattr(g, "load_vae_decoder"):
+            raise ConfigError(f"--init-from needs --arch unbalanced (a generator shaped like the VAE decoder), "
+                              f"not {hp.arch}")
         models = {"G": g, "D": dis}
         if hp.ema:
             models["G_ema"] = AveragedModel(g, multi_avg_fn=self._ema_update, use_buffers=True)
@@ -174,14 +175,13 @@ class GAN(Method):
         else:
             torch._foreach_copy_(averages, currents)
 
-    def _init_from_vae(self, g) -> None:
-        from dgen.engine.run import load_trained
-
-        if not hasattr(g, "load_vae_decoder"):
-            raise ConfigError(f"--init-from needs --arch unbalanced (a generator shaped like the VAE decoder), "
-                              f"not {self.hp.arch}")
+    def initialise(self, load_run) -> None:
+        """--init-from RUN: G starts as that VAE run's decoder (seed 001), and so does its average."""
+        if not self.hp.init_from:
+            return
+        g = self.models["G"]
         try:
-            vcfg, vae, ckpt = load_trained(self.hp.init_from)
+            vcfg, vae, ckpt = load_run(self.hp.init_from)
         except Exception as e:  # a missing run, a run without checkpoints, unreadable weights
             raise ConfigError(f"--init-from {self.hp.init_from}: {e}") from None
         if vcfg.model != "vae":
@@ -192,6 +192,8 @@ class GAN(Method):
             raise ConfigError(f"--init-from {ckpt}: the VAE decoder does not fit this generator ({e}); it was "
                               f"trained at {vcfg.image_size}px x{vcfg.channels} with latent {vcfg.method.latent_dim}, "
                               f"this GAN is {self.data.image_size}px x{self.data.channels} with --nz {self.hp.nz}") from None
+        if "G_ema" in self.models:
+            self.models["G_ema"].module.load_state_dict(g.state_dict())
 
     def optimizers(self):
         hp, c = self.hp, self.cfg
