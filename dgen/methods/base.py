@@ -141,6 +141,18 @@ class Method:
             for p in params:
                 p.requires_grad_(True)
 
+    @torch.no_grad()
+    def save_sample_variations(self, ctx: ReportContext) -> Path:
+        """Seed 001's "one sample with variations": 8 random latents (first column: their samples), each row
+        that latent plus 0.3 x Gaussian perturbations. For generative methods (noise and sample)."""
+        from dgen.eval.images import save_variations
+
+        z0 = self.noise(8, ctx.generator).to(ctx.device)
+        eps = self.noise(8 * 8, ctx.generator).to(ctx.device).view(8, 8, -1)
+        rows = torch.stack([self.sample(z0[i] + 0.3 * eps[i]) for i in range(8)])
+        rows[:, 0] = self.sample(z0)
+        return save_variations(rows, ctx.images_dir / "variations.png")
+
     def adam(self, params, lr: float | None = None) -> torch.optim.Adam:
         """Adam with the run's settings; the fused kernel (one launch for all parameters, CPU and CUDA)."""
         c = self.cfg

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from dgen.errors import ConfigError
-from dgen.eval.images import save_variations
 from dgen.methods.base import Method, ReportContext, evaluating
 from dgen.models.augment import DiffAugment
 
@@ -272,12 +271,7 @@ class GAN(Method):
             return g(z)
 
     def report(self, ctx: ReportContext):
-        # one sample with variations (seed 001): each row a random latent and small perturbations of it
-        z0 = self.noise(8, ctx.generator).to(ctx.device)
-        eps = self.noise(64, ctx.generator).to(ctx.device).view(8, 8, -1)
-        rows = torch.stack([self.sample(z0[i] + 0.3 * eps[i]) for i in range(8)])
-        rows[:, 0] = self.sample(z0)
-        return {"variations": save_variations(rows, ctx.images_dir / "variations.png")}
+        return {"variations": self.save_sample_variations(ctx)}
 
 
 # -- the seeds' GANs: defaults per flavour ---------------------------------------------------------------

@@ -96,12 +96,7 @@ class VAE(Method):
         recon = self.encode(x[:10])[3]
         out = {}
         out["reconstructions"], _ = save_reconstructions(x[:10], recon, ctx.images_dir / "reconstructions.png")
-        # one sample with variations (seed 001): a random latent and small perturbations of it
-        z0 = self.noise(8, ctx.generator).to(ctx.device)
-        eps = self.noise(8 * 8, ctx.generator).to(ctx.device).view(8, 8, -1)
-        rows = torch.stack([self.sample(z0[i] + 0.3 * eps[i]) for i in range(8)])
-        rows[:, 0] = self.sample(z0)  # first column: the sample itself
-        out["variations"] = save_variations(rows, ctx.images_dir / "variations.png")
+        out["variations"] = self.save_sample_variations(ctx)
         # latent traversal: the 8 dimensions the encoder uses most, each swept over [-3, 3]
         means = torch.cat([self.encode(b["image"])[0] for b in ctx.test_batches])
         dims = means.var(0).argsort(descending=True)[:8]

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from dgen.models.vae import WIDTHS, conv_sizes
+from dgen.models.vae import WIDTHS, conv_sizes, decode, decoder_layers
 
 DCGAN_SIZES = (32, 64)
 # A discriminator's normalisation between convolutions. "batch" is DCGAN's; a WGAN-GP critic must not
@@ -238,21 +238,10 @@ class UnbalancedGenerator(nn.Module):
             raise ValueError(f"UnbalancedGenerator needs images of at least 16 px, got {image_size}")
         self.latent_dim, self.channels, self.image_size = latent_dim, channels, image_size
         self.sizes = conv_sizes(image_size)  # e.g. 64 -> [64, 32, 16, 8, 4, 2]
-        self.decode_input = nn.Linear(latent_dim, WIDTHS[-1] * self.sizes[-1] ** 2)
-        outs = list(reversed(WIDTHS[:-1])) + [WIDTHS[0]]  # 256, 128, 64, 32, 32
-        blocks, cin = [], WIDTHS[-1]
-        for k, w in enumerate(outs):
-            small, big = self.sizes[-1 - k], self.sizes[-2 - k]
-            pad = big - (2 * small - 1)  # out = 2 * in - 1 + output_padding retraces the VAE encoder
-            blocks.append(nn.Sequential(nn.ConvTranspose2d(cin, w, 3, stride=2, padding=1, output_padding=pad),
-                                        nn.BatchNorm2d(w), nn.LeakyReLU()))
-            cin = w
-        self.decoder = nn.Sequential(*blocks)
-        self.final_layer = nn.Sequential(nn.Conv2d(WIDTHS[0], channels, 3, padding=1), nn.Tanh())
+        self.decode_input, self.decoder, self.final_layer = decoder_layers(latent_dim, channels, self.sizes)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.decode_input(z).view(-1, WIDTHS[-1], self.sizes[-1], self.sizes[-1])
-        return self.final_layer(self.decoder(h))
+        return decode(self, z)
 
     @torch.no_grad()
     def load_vae_decoder(self, state_dict: Mapping[str, torch.Tensor] | nn.Module) -> None:

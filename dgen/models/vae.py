@@ -35,6 +35,28 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
 
+def decoder_layers(latent_dim: int, channels: int, sizes: list[int]) -> tuple[nn.Linear, nn.Sequential, nn.Sequential]:
+    """The conv VAE's decoder, also seed 001's unbalanced GAN generator: a linear layer from the latent to
+    512 x s x s (s: the encoder's last size), five ConvTranspose(3x3, stride 2) + BatchNorm + LeakyReLU blocks
+    512 -> 256 -> 128 -> 64 -> 32 -> 32 retracing the encoder's `sizes`, and Conv(3x3) + Tanh to `channels`."""
+    decode_input = nn.Linear(latent_dim, WIDTHS[-1] * sizes[-1] ** 2)
+    outs = list(reversed(WIDTHS[:-1])) + [WIDTHS[0]]  # 256, 128, 64, 32, 32
+    blocks, cin = [], WIDTHS[-1]
+    for k, w in enumerate(outs):
+        small, big = sizes[-1 - k], sizes[-2 - k]
+        pad = big - (2 * small - 1)  # transposed conv: out = 2 * in - 1 + output_padding
+        blocks.append(nn.Sequential(nn.ConvTranspose2d(cin, w, 3, stride=2, padding=1, output_padding=pad),
+                                    nn.BatchNorm2d(w), nn.LeakyReLU()))
+        cin = w
+    return decode_input, nn.Sequential(*blocks), nn.Sequential(nn.Conv2d(WIDTHS[0], channels, 3, padding=1), nn.Tanh())
+
+
+def decode(net: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Latents -> images in [-1, 1] through a module holding decoder_layers as decode_input/decoder/final_layer."""
+    h = net.decode_input(z).view(-1, WIDTHS[-1], net.sizes[-1], net.sizes[-1])
+    return net.final_layer(net.decoder(h))
+
+
 class ConvVAE(nn.Module):
     def __init__(self, image_size: int = 64, channels: int = 3, latent_dim: int = 128):
         super().__init__()
@@ -50,25 +72,14 @@ class ConvVAE(nn.Module):
         flat = WIDTHS[-1] * self.sizes[-1] ** 2
         self.fc_mu = nn.Linear(flat, latent_dim)
         self.fc_var = nn.Linear(flat, latent_dim)
-        self.decode_input = nn.Linear(latent_dim, flat)
-        outs = list(reversed(WIDTHS[:-1])) + [WIDTHS[0]]  # 256, 128, 64, 32, 32
-        blocks, cin = [], WIDTHS[-1]
-        for k, w in enumerate(outs):
-            small, big = self.sizes[-1 - k], self.sizes[-2 - k]
-            pad = big - (2 * small - 1)  # transposed conv: out = 2 * in - 1 + output_padding
-            blocks.append(nn.Sequential(nn.ConvTranspose2d(cin, w, 3, stride=2, padding=1, output_padding=pad),
-                                        nn.BatchNorm2d(w), nn.LeakyReLU()))
-            cin = w
-        self.decoder = nn.Sequential(*blocks)
-        self.final_layer = nn.Sequential(nn.Conv2d(WIDTHS[0], channels, 3, padding=1), nn.Tanh())
+        self.decode_input, self.decoder, self.final_layer = decoder_layers(latent_dim, channels, self.sizes)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x).flatten(1)
         return self.fc_mu(h), self.fc_var(h)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.decode_input(z).view(-1, WIDTHS[-1], self.sizes[-1], self.sizes[-1])
-        return self.final_layer(self.decoder(h))
+        return decode(self, z)
 
     def to_images(self, decoded: torch.Tensor) -> torch.Tensor:
         return decoded  # already in [-1, 1] (tanh)
