@@ -19,6 +19,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid, save_image
 
@@ -67,7 +68,7 @@ def _imshow(ax, image: torch.Tensor) -> None:
     if image.shape[0] == 1:
         ax.imshow(image[0].numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     else:
-        ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.imshow(rearrange(image, "c h w -> h w c").numpy(), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -140,5 +141,5 @@ def save_variations(rows: torch.Tensor, path: str | Path, row_labels: Sequence[s
     if rows.ndim != 5:
         raise ValueError(f"rows must be [R, K, C, H, W], got shape {tuple(rows.shape)}")
     if row_labels is None and title is None:
-        return save_grid(rows.flatten(0, 1), path, nrow=rows.shape[1])
+        return save_grid(rearrange(rows, "r k c h w -> (r k) c h w"), path, nrow=rows.shape[1])
     return _save_labelled_rows(list(rows), row_labels, path, title)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+from einops import rearrange
 from torch import nn
 
 
@@ -148,7 +149,7 @@ class Method:
         from dgen.eval.images import save_variations
 
         z0 = self.noise(8, ctx.generator).to(ctx.device)
-        eps = self.noise(8 * 8, ctx.generator).to(ctx.device).view(8, 8, -1)
+        eps = rearrange(self.noise(8 * 8, ctx.generator).to(ctx.device), "(r k) d -> r k d", r=8)
         rows = torch.stack([self.sample(z0[i] + 0.3 * eps[i]) for i in range(8)])
         rows[:, 0] = self.sample(z0)
         return save_variations(rows, ctx.images_dir / "variations.png")
