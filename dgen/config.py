@@ -70,6 +70,15 @@ class Config:
     inception_weights: str = ""  # a local Inception-v3 state dict: Inception features instead
     method: typing.Any = None  # the method's own dataclass (filled in by resolve)
 
+    def freeze(self) -> None:
+        """Final from here on: the trainer freezes the config once its set-up has resolved what was left open."""
+        object.__setattr__(self, "_frozen", True)
+
+    def __setattr__(self, name: str, value) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"the run's config is final; {name} cannot change after the set-up")
+        object.__setattr__(self, name, value)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         return d

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dgen.config import Config
 from dgen.errors import ConfigError
-from dgen.data.domains import PairedLoader, plan_data
+from dgen.data.domains import DataPlan, PairedLoader, plan_data
 from dgen.data.stream import eval_loader, to_float, train_loader
 from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
 from dgen.engine.gpu import BusySampler
@@ -42,7 +43,7 @@ from dgen.engine.tracking import Tracker
 from dgen.errors import DgenError
 from dgen.eval.images import save_grid
 from dgen.methods import get_method
-from dgen.methods.base import DataSpec
+from dgen.methods.base import DataSpec, Method
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,84 @@ class TrainingDiverged(DgenError):
 
 
 def train(cfg: Config) -> Path:
+    """Train `cfg` to its last step (or to a stop signal); returns the run folder."""
+    run = setup(cfg)
+    acc, cfg, method, state = run.acc, run.cfg, run.method, run.state
+    stop, vote = StopFlag().install(), _StopVote(acc)
+    window, display = MetricWindow(run), Display(run)
+    scores, progress = None, []  # sample-quality scores (set up at the first evaluation); collage rows
+    try:
+        while state["step"] < cfg.max_steps:
+            # -- one optimizer step of every phase due --------------------------------------------------
+            micro = [run.batches.next() for _ in range(cfg.grad_accum)]
+            window.add(train_step(acc, method, run.optimizers, run.base_lrs, micro, state["step"], cfg))
+            state.update(step=state["step"] + 1, images=state["images"] + run.step_images, **run.batches.position())
+            step, last = state["step"], state["step"] == cfg.max_steps
+            display.advance()
+            stopping = vote(stop.signum or 0)  # the signal's number, agreed by every rank (0: none)
+
+            # -- once per tick: the metric line (its reduction is also the NaN guard before a checkpoint) -
+            if step % cfg.log_every == 0 or last or stopping or step % cfg.ckpt_every == 0:
+                values = window.close()
+                run.tracker.log(values, step)
+                display.show(step, values)
+
+            # -- samples and evaluation, on generators of their own (training's RNG is left as it was) --
+            best = False
+            sampling = method.generative and (step % cfg.sample_every == 0 or last)
+            evaluating = run.plan.eval_split and (step % cfg.eval_every == 0 or last)
+            if sampling or evaluating:
+                with window.outside("time/eval_s"), outside_the_step(tick_seed(cfg.seed, step, acc.process_index),
+                                                                     acc.device):
+                    if sampling:
+                        progress.append((step, _samples(run, step)))
+                    if evaluating:
+                        scores, best = _evaluate_all(run, scores, step)
+
+            # -- checkpoint: on schedule, at the end, when stopping, and at a new best FID ------------
+            if step % cfg.ckpt_every == 0 or last or stopping or best:
+                with window.outside("time/checkpoint_s"):
+                    run.checkpoints.save(state, list(method.models.values()))
+            if stopping:
+                where = "" if stop.signum else f" (received by another rank; this is rank {acc.process_index})"
+                log.warning("%s%s: checkpointed at step %d; continue with --resume --out %s",
+                            signal_name(stopping), where, step, run.run_dir)
+                break
+        else:
+            with outside_the_step(tick_seed(cfg.seed, state["step"] + 1, acc.process_index), acc.device):
+                write_report(acc, method, cfg, run.run_dir, run.plan.eval, run.plan.eval_split, run.fixed,
+                             run.tracker, progress, run.plan.source)
+    finally:
+        run.batches.close()  # loader workers stop here, on success and on every error path
+        display.close()
+        stop.restore()
+        window.close_busy()
+        run.tracker.close()
+    return run.run_dir
+
+
+@dataclass
+class Run:
+    """What the loop works with, set up once by `setup`; `cfg` is final (frozen) from here on."""
+    cfg: Config
+    acc: Accelerator
+    run_dir: Path
+    plan: DataPlan
+    method: Method
+    optimizers: dict
+    base_lrs: dict  # phase -> its optimizer's learning rate per parameter group, before the schedule's factor
+    checkpoints: Checkpointer
+    state: dict  # step, epoch, batch, images, skipped, ...: what a checkpoint's trainer_state.json holds
+    tracker: Tracker
+    batches: "_Batches"
+    fixed: torch.Tensor | None  # the fixed noise of the sample grids (generative methods)
+    step_images: int  # images per optimizer step over all ranks
+
+
+def setup(cfg: Config) -> Run:
+    """Accelerator, run folder, data plan, method, optimizers, checkpoint (when resuming), tracker and
+    loaders, in that order; settings left open (precision, workers, image size) are resolved into `cfg`,
+    which is saved to RUN_DIR/config.json and then frozen."""
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"  # set by the launcher
     resolve_defaults(cfg, deepspeed)
     acc = Accelerator(cpu=not torch.cuda.is_available() and not deepspeed, mixed_precision=cfg.mixed_precision,
@@ -63,12 +142,11 @@ def train(cfg: Config) -> Path:
     log.info("%s on %s, %d process(es), precision %s", acc.distributed_type, acc.device, acc.num_processes,
              acc.mixed_precision)
     run_dir, ckpt = _run_dir(cfg, acc)
-    method_cls = get_method(cfg.model)
     with acc.main_process_first():  # rank 0 shards embedded data on first use; the others then find it
-        plan = plan_data(cfg.data, cfg.shards_root, method_cls.domains, cfg.model, cfg.image_size, cfg.channels)
-    location, manifest = plan.train, plan.manifest
+        plan = plan_data(cfg.data, cfg.shards_root, get_method(cfg.model).domains, cfg.model, cfg.image_size,
+                         cfg.channels)
     cfg.image_size, cfg.channels = plan.image_size, plan.channels
-    spec = DataSpec(manifest.dataset, cfg.image_size, cfg.channels, manifest.classes, manifest.attributes)
+    cfg.freeze()
     if ckpt is not None:
         for change in check_resumable(cfg, run_dir):
             log.warning("resuming with a changed setting (the run will not match an uninterrupted one): %s", change)
@@ -76,10 +154,10 @@ def train(cfg: Config) -> Path:
         (run_dir / "images").mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json")
 
+    m = plan.manifest
     set_seed(cfg.seed)  # identical initial weights on every rank
-    method, optimizers, base_lrs = setup_method(cfg, acc, spec, location)
-    phases = list(method.phases)
-
+    method, optimizers, base_lrs = setup_method(cfg, acc, DataSpec(m.dataset, cfg.image_size, cfg.channels, m.classes,
+                                                                   m.attributes), plan.train)
     checkpoints = Checkpointer(acc, run_dir, cfg.keep_checkpoints)
     state = {"step": 0, "epoch": 0, "batch": 0, "images": 0, "skipped": [0, 0]}  # skipped: samples, shards (all ranks)
     if ckpt is not None:
@@ -90,104 +168,112 @@ def train(cfg: Config) -> Path:
         set_seed(cfg.seed + acc.process_index)  # different sampling noise per rank from here on
     tracker = Tracker(acc, cfg, run_dir, resume_step=state["step"] if ckpt is not None else None)
 
-    rank, world = acc.process_index, acc.num_processes
-    loader = _train_loader(plan, cfg, rank, world, acc.device)
+    world = acc.num_processes
+    loader = _train_loader(plan, cfg, acc.process_index, world, acc.device)
     if ckpt is not None:
         _elastic(acc, cfg, state, len(loader))
     state.update(world_size=world, num_workers=cfg.num_workers, epoch_batches=len(loader))  # for the next resume
     batches = _Batches(loader, state["epoch"], state["batch"], acc.device, method.memory_format)
-    eval_split = plan.eval_split
-    scores = None  # sample-quality scores, set up at the first evaluation
-    wants_scores = (method.generative and cfg.fid and eval_split is not None
-                    and (manifest.classes or cfg.inception_weights))
     fixed = method.noise(64, torch.Generator().manual_seed(cfg.seed)).to(acc.device) if method.generative else None
-    step_images = cfg.batch_size * cfg.grad_accum * world
+    return Run(cfg, acc, run_dir, plan, method, optimizers, base_lrs, checkpoints, state, tracker, batches, fixed,
+               cfg.batch_size * cfg.grad_accum * world)
 
-    progress: list = []  # (step, first fixed-noise samples) per sample tick, for the progress collage
-    stop = StopFlag().install()
-    vote = _StopVote(acc)
-    busy = BusySampler.start(acc.device)  # GPU-Util % per log window, CUDA only
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    steps_in_window, t_window = 0, time.perf_counter()
-    outside = {"time/eval_s": 0.0, "time/checkpoint_s": 0.0}  # seconds spent outside training since the last log
-    # a bar on a terminal; where stderr is a file (Slurm logs, CI), one line per log tick instead
-    terminal = acc.is_main_process and cfg.progress and sys.stderr.isatty()
-    lines = acc.is_main_process and cfg.progress and not terminal
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], unit="step", dynamic_ncols=True, disable=not terminal)
-    redirect = logging_redirect_tqdm() if terminal else contextlib.nullcontext()  # messages print above the bar
-    redirect.__enter__()
-    try:
-        while state["step"] < cfg.max_steps:
-            micro = [batches.next() for _ in range(cfg.grad_accum)]
-            for k, v in train_step(acc, method, optimizers, base_lrs, micro, state["step"], cfg).items():
-                sums[k], counts[k] = sums.get(k, 0) + v, counts.get(k, 0) + 1
-            state.update(step=state["step"] + 1, images=state["images"] + step_images, **batches.position())
-            steps_in_window += 1
-            step = state["step"]
-            bar.update()
-            last = step == cfg.max_steps
-            stopping = vote(stop.signum or 0)  # the signal's number, agreed by every rank (0: none)
-            if step % cfg.log_every == 0 or last or stopping or step % cfg.ckpt_every == 0:
-                values = _reduce(acc, sums, counts, step)  # also the NaN guard before any checkpoint
-                dt = time.perf_counter() - t_window - sum(outside.values())  # training time only
-                values.update(lr=optimizers[phases[0]].param_groups[0]["lr"], images=state["images"],
-                              images_per_s=steps_in_window * step_images / dt, **outside)
-                skipped = batches.take_skipped()  # this rank's, since the last log
-                if acc.num_processes > 1:
-                    skipped = acc.reduce(torch.tensor(skipped, device=acc.device), "sum").tolist()
-                state["skipped"] = [a + b for a, b in zip(state["skipped"], skipped)]
-                values.update({"data/skipped_samples": state["skipped"][0], "data/skipped_shards": state["skipped"][1]})
-                if busy is not None and (util := busy.window()) is not None:
-                    values["gpu_busy"] = util  # rank 0's GPU
-                tracker.log(values, step)
-                shown = [k for k in ("loss", *method.loss_terms) if k in values][:2]
-                bar.set_postfix({k: f"{values[k]:.4g}" for k in shown} | {"img_s": f"{values['images_per_s']:.0f}"})
-                if lines:
-                    log.info("step %d/%d: %s, %.0f images/s", step, cfg.max_steps,
-                             ", ".join(f"{k} {values[k]:.4g}" for k in shown), values["images_per_s"])
-                sums, counts, steps_in_window, t_window = {}, {}, 0, time.perf_counter()
-                outside = dict.fromkeys(outside, 0.0)
-            best = False
-            sampling = method.generative and (step % cfg.sample_every == 0 or last)
-            evaluating = eval_split and (step % cfg.eval_every == 0 or last)
-            if sampling or evaluating:
-                t_outside = time.perf_counter()
-                with outside_the_step(tick_seed(cfg.seed, step, rank), acc.device):  # leaves training's RNG as it was
-                    if sampling:
-                        progress.append((step, _samples(acc, method, fixed, run_dir, tracker, step)))
-                    if evaluating:
-                        metrics = _evaluate(acc, method, plan.eval, eval_split, cfg)
-                        if plan.adaptation:  # how the classifier does on its own source domain, for comparison
-                            metrics.update(_evaluate(acc, method, plan.source, "test", cfg, prefix="source_test/"))
-                        if wants_scores:
-                            scores = scores or SampleScores(acc, method, location, eval_split, cfg)
-                            metrics.update(scores())
-                            best = checkpoints.is_best(state, metrics[f"test/fid_{scores.name}"], step)
-                        if metrics:
-                            tracker.log(metrics, step)
-                outside["time/eval_s"] += time.perf_counter() - t_outside  # samples, evaluation, FID
-            if step % cfg.ckpt_every == 0 or last or stopping or best:
-                t_outside = time.perf_counter()
-                checkpoints.save(state, list(method.models.values()))
-                outside["time/checkpoint_s"] += time.perf_counter() - t_outside
-            if stopping:
-                where = "" if stop.signum else f" (received by another rank; this is rank {rank})"
-                log.warning("%s%s: checkpointed at step %d; continue with --resume --out %s",
-                            signal_name(stopping), where, step, run_dir)
-                break
-        else:
-            with outside_the_step(tick_seed(cfg.seed, state["step"] + 1, rank), acc.device):
-                write_report(acc, method, cfg, run_dir, plan.eval, eval_split, fixed, tracker, progress, plan.source)
-    finally:
-        batches.close()  # loader workers stop here, on success and on every error path
-        bar.close()
-        redirect.__exit__(None, None, None)
-        stop.restore()
-        if busy is not None:
-            busy.close()
-        tracker.close()
-    return run_dir
+
+class MetricWindow:
+    """The loss terms and the time since the last metric line: averaged over the window and all ranks when the
+    line is written, with throughput counting training time only (time spent inside `outside(key)`, e.g.
+    evaluation or checkpoints, is logged as `key` instead)."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.busy = BusySampler.start(run.acc.device)  # GPU-Util % per window, CUDA only
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.steps, self.t0 = 0, time.perf_counter()
+        self.away = {"time/eval_s": 0.0, "time/checkpoint_s": 0.0}
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for k, v in terms.items():
+            self.sums[k], self.counts[k] = self.sums.get(k, 0) + v, self.counts.get(k, 0) + 1
+        self.steps += 1
+
+    @contextlib.contextmanager
+    def outside(self, key: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.away[key] += time.perf_counter() - t
+
+    def close(self) -> dict[str, float]:
+        """The window's metric line (the same on every rank), and a new window."""
+        run, acc, state = self.run, self.run.acc, self.run.state
+        values = _reduce(acc, self.sums, self.counts, state["step"])
+        dt = time.perf_counter() - self.t0 - sum(self.away.values())  # training time only
+        values.update(lr=run.optimizers[run.method.phases[0]].param_groups[0]["lr"], images=state["images"],
+                      images_per_s=self.steps * run.step_images / dt, **self.away)
+        skipped = run.batches.take_skipped()  # this rank's, since the last line
+        if acc.num_processes > 1:
+            skipped = acc.reduce(torch.tensor(skipped, device=acc.device), "sum").tolist()
+        state["skipped"] = [a + b for a, b in zip(state["skipped"], skipped)]
+        values.update({"data/skipped_samples": state["skipped"][0], "data/skipped_shards": state["skipped"][1]})
+        if self.busy is not None and (util := self.busy.window()) is not None:
+            values["gpu_busy"] = util  # rank 0's GPU
+        self._reset()
+        return values
+
+    def close_busy(self) -> None:
+        if self.busy is not None:
+            self.busy.close()
+
+
+class Display:
+    """Rank 0's progress: a bar on a terminal (dgen's messages print above it); where stderr is a file (Slurm
+    logs, CI), one line per metric line instead."""
+
+    def __init__(self, run: Run):
+        cfg, main = run.cfg, run.acc.is_main_process
+        self.terminal = main and cfg.progress and sys.stderr.isatty()
+        self.lines = main and cfg.progress and not self.terminal
+        self.max_steps, self.terms = cfg.max_steps, ("loss", *run.method.loss_terms)
+        self.bar = tqdm(total=cfg.max_steps, initial=run.state["step"], unit="step", dynamic_ncols=True,
+                        disable=not self.terminal)
+        self.redirect = logging_redirect_tqdm() if self.terminal else contextlib.nullcontext()
+        self.redirect.__enter__()
+
+    def advance(self) -> None:
+        self.bar.update()
+
+    def show(self, step: int, values: dict) -> None:
+        shown = [k for k in self.terms if k in values][:2]
+        self.bar.set_postfix({k: f"{values[k]:.4g}" for k in shown} | {"img_s": f"{values['images_per_s']:.0f}"})
+        if self.lines:
+            log.info("step %d/%d: %s, %.0f images/s", step, self.max_steps,
+                     ", ".join(f"{k} {values[k]:.4g}" for k in shown), values["images_per_s"])
+
+    def close(self) -> None:
+        self.bar.close()
+        self.redirect.__exit__(None, None, None)
+
+
+def _evaluate_all(run: Run, scores, step: int):
+    """Test metrics (and the source domain's, for adaptation), FID/KID for generative methods; logged.
+    Returns the sample-quality scorer (built at the first call) and whether this is the best FID so far."""
+    acc, cfg, method, plan = run.acc, run.cfg, run.method, run.plan
+    metrics = _evaluate(acc, method, plan.eval, plan.eval_split, cfg)
+    if plan.adaptation:  # how the classifier does on its own source domain, for comparison
+        metrics.update(_evaluate(acc, method, plan.source, "test", cfg, prefix="source_test/"))
+    best = False
+    if method.generative and cfg.fid and (plan.manifest.classes or cfg.inception_weights):
+        scores = scores or SampleScores(acc, method, plan.train, plan.eval_split, cfg)
+        metrics.update(scores())
+        best = run.checkpoints.is_best(run.state, metrics[f"test/fid_{scores.name}"], step)
+    if metrics:
+        run.tracker.log(metrics, step)
+    return scores, best
 
 
 def _elastic(acc, cfg: Config, state: dict, epoch_batches: int) -> None:
@@ -406,12 +492,12 @@ def _train_loader(plan, cfg: Config, rank: int, world: int, device):
     return PairedLoader(loader, target)
 
 
-def _samples(acc, method, fixed, run_dir: Path, tracker, step: int):
+def _samples(run: Run, step: int):
     """Save a grid from the fixed noise (main process); returns its first 8 images for the collage."""
-    if acc.is_main_process:
-        images = method.sample(fixed)
-        path = save_grid(images, run_dir / "images" / "samples" / f"step-{step:08d}.png")
-        tracker.images({"samples": path}, step)
+    if run.acc.is_main_process:
+        images = run.method.sample(run.fixed)
+        path = save_grid(images, run.run_dir / "images" / "samples" / f"step-{step:08d}.png")
+        run.tracker.images({"samples": path}, step)
         return images[:8].float().cpu()
     return None
 
