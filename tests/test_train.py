@@ -290,6 +290,14 @@ def test_help_shows_the_values_the_run_will_use(capsys):
     assert re.search(r"--n-critic \S+ D steps per G step \(default: 2\)", text)
 
 
+def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path):
+    from dgen.engine.run import config_for_run
+    from dgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="there is no run folder at"):
+        config_for_run({"out": str(tmp_path / "nothing"), "resume": "latest", "method": {}}, None)
+
+
 def test_config_file_with_another_model_flag(tmp_path):
     """--config FILE --model M builds M's flags (in-process, as under `accelerate launch`, where argv is sys.argv)."""
     from dgen.options import parse_args

@@ -50,6 +50,9 @@ def config_for_run(overrides: dict, replay: dict | None) -> Config:
         if out is None and resume == "latest":
             raise ConfigError(f"--resume: no run of {model} on {overrides.get('data', Config.data)} with a checkpoint "
                               "under runs/; pass --out RUN_DIR")
+        if out is not None and resume == "latest" and not Path(out).is_dir():
+            raise ConfigError(f"--resume: there is no run folder at {out} (to start a new run there, drop --resume; "
+                              "--resume auto resumes only if there is one)")
         if out is not None:
             overrides = {**overrides, "out": str(out)}
             saved = Path(out) / "config.json"
