@@ -151,6 +151,41 @@ def test_signal_checkpoints_and_exits_cleanly(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_signal_during_evaluation_stops_right_after_it(tmp_path):
+    """SIGTERM while the first evaluation (step 4) trains its FID feature classifier, with 2 loader workers
+    running: the evaluation finishes and the run stops at the next step boundary with a checkpoint, exit 0."""
+    import threading
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(TRAIN), "--shards-root", str(tmp_path / "shards"), "--model", "vae", "--out", str(run),
+           "--max-steps", "100000", "--batch-size", "16", "--num-workers", "2", "--tracker", "none", "--log-every", "1",
+           "--eval-every", "4", "--sample-every", "1000", "--ckpt-every", "100000", "--fid", "--fid-classifier-steps",
+           "300", "--fid-samples", "64"]
+    proc = subprocess.Popen(cmd, env=env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not any("training the FID feature classifier" in x for x in lines):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # the classifier trains inside the evaluation at step 4
+        proc.wait(timeout=180)
+    finally:
+        proc.kill()
+    reader.join(10)
+    err = "".join(lines)
+    assert proc.returncode == 0 and "SIGTERM: checkpointed at step 5;" in err, err[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]  # best, last
+    assert any("test/fid_classifier" in r and r["step"] == 4 for r in rows(run))  # the evaluation completed
+
+
+@pytest.mark.slow
 def test_two_processes_keep_identical_weights(tmp_path):
     run = tmp_path / "run"
     accelerate = Path(sys.executable).parent / "accelerate"
@@ -287,7 +322,7 @@ def test_help_shows_the_values_the_run_will_use(capsys):
         parse_args(["--model", "wgan", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--arch {dcgan,mnist,mlp,unbalanced}" in text and "--loss {bce,lsgan,wgan}" in text
-    assert re.search(r"--n-critic \S+ D steps per G step \(default: 2\)", text)
+    assert re.search(r"--n-critic \S+ D steps per G step \(default: 1\)", text)  # wgan's digits preset
 
 
 def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path):
