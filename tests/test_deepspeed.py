@@ -39,12 +39,17 @@ def launch(tmp_path, *args, check=True):
 
 
 def test_vae_under_deepspeed_zero2_resumes_exactly(tmp_path):
-    launch(tmp_path, "--model", "vae", "--out", tmp_path / "straight", "--max-steps", 8, "--ckpt-every", 4)
-    done = launch(tmp_path, "--model", "vae", "--out", tmp_path / "resumed", "--max-steps", 4, "--ckpt-every", 4)
+    import shutil
+
+    done = launch(tmp_path, "--model", "vae", "--out", tmp_path / "straight", "--max-steps", 8, "--ckpt-every", 4)
     assert "DistributedType.DEEPSPEED" in done.stderr
-    ckpt = tmp_path / "resumed" / "checkpoints" / "step-00000004"
+    ckpt = tmp_path / "straight" / "checkpoints" / "step-00000004"
     assert (ckpt / "pytorch_model" / "mp_rank_00_model_states.pt").is_file()  # DeepSpeed's own format
+    # the same run as if it had stopped at step 4: a copy without its last checkpoint, resumed to 8
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-00000008")
     launch(tmp_path, "--out", tmp_path / "resumed", "--resume", "--max-steps", 8)
+    assert [s for s, *_ in losses(tmp_path / "resumed")] == list(range(1, 9))  # rows past step 4 were redone once
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
     # dgen sample consolidates the ZeRO checkpoint
     import subprocess

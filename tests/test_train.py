@@ -273,15 +273,26 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
-    (["--model", "gan9000"], "unknown model 'gan9000'"),
     (["--data", "mnist"], "no shards at"),
     (["--data", "/nonexistent/shards"], "no shards at /nonexistent/shards"),
-    (["--mixed-precision", "fp8"], "argument --mixed-precision: invalid choice: 'fp8'"),
-    (["--max-steps", "0"], "--max-steps must be >= 1"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, args, message):
     done = train(tmp_path, *args, "--tracker", "none", check=False, timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "gan9000"], "unknown model 'gan9000'"),
+    (["--mixed-precision", "fp8"], "argument --mixed-precision: invalid choice: 'fp8'"),
+    (["--max-steps", "0"], "--max-steps must be >= 1"),
+])
+def test_bad_flags_are_one_clear_error(args, message, capsys):
+    """In process, the same path as `dgen train` / `python dgen/train.py`: one line, exit status 2."""
+    from dgen.train import main
+
+    assert main([*args, "--tracker", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("dgen: error: "), err
 
 
 @pytest.mark.slow
