@@ -25,8 +25,6 @@ from pathlib import Path
 from dgen.errors import ConfigError
 
 
-
-
 @dataclass
 class Config:
     model: str = "vae"  # what to train (`dgen train --model M --help`: its flags and preset)

@@ -9,7 +9,6 @@ method's own config dataclass and the presets); neither imports it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import json
 import sys
@@ -24,16 +23,18 @@ from dgen.methods import get_method, method_names
 from dgen.presets import preset
 
 
-def method_config(model: str):
-    return get_method(model).Config()
+def blank(model: str) -> Config:
+    """The dataclass defaults for `model`, its method's own config included (no preset)."""
+    cfg = Config(model=model)
+    cfg.method = get_method(model).Config()
+    return cfg
 
 
 def resolve(overrides: dict, replay: dict | None = None, dataset: str | None = None) -> Config:
     """Defaults < preset(model, dataset) < replayed config < overrides (flag values the user gave)."""
     base = dict(replay or {})
     model = overrides.get("model", base.get("model", Config.model))
-    cfg = Config(model=model)
-    cfg.method = method_config(model)
+    cfg = blank(model)
     data = overrides.get("data", base.get("data", Config.data))
     if replay is None:
         top, meth = preset(model, dataset or dataset_name(data), overrides.get("method", {}).get("arch"))
@@ -141,6 +142,4 @@ def _shown_defaults(model: str, known, replay: dict | None) -> Config:
     try:
         return resolve(typed, replay)
     except DgenError:  # e.g. a bad --arch: the flags below still parse, and the run reports it
-        cfg = Config(model=model)
-        cfg.method = method_config(model)
-        return cfg
+        return blank(model)

@@ -30,13 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         dry_run = overrides.pop("dry_run", False)
         cfg = config_for_run(overrides, replay)
         if dry_run:
-            from dgen.data.auto import check_data
-            from dgen.data.domains import plan_data, split_pair
+            from dgen.data.domains import plan_data
             from dgen.methods import get_method
 
-            pair = split_pair(cfg.data)
-            location = ":".join(check_data(d, cfg.shards_root) for d in pair) if pair else check_data(cfg.data, cfg.shards_root)
-            plan_data(cfg.data, cfg.shards_root, get_method(cfg.model).domains, cfg.model, cfg.image_size, cfg.channels)
+            plan = plan_data(cfg.data, cfg.shards_root, get_method(cfg.model).domains, cfg.model, cfg.image_size,
+                             cfg.channels)
+            location = f"{plan.source}:{plan.eval}" if plan.adaptation else plan.train
             print(f"dry run: {cfg.model} on {location}, {cfg.max_steps} steps of batch {cfg.batch_size} per process, "
                   f"run folder {cfg.out or '(new, timestamped)'}, resume {cfg.resume or 'no'}")
             return 0

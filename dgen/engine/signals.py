@@ -38,10 +38,6 @@ class StopFlag:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    @property
-    def name(self) -> str:
-        return signal_name(self.signum)
-
 
 def signal_name(signum: int | None) -> str:
     return signal.Signals(signum).name if signum else ""

@@ -29,21 +29,20 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dgen.config import Config
-from dgen.errors import ConfigError
 from dgen.data.domains import DataPlan, PairedLoader, plan_data
 from dgen.data.stream import eval_loader, to_float, train_loader
 from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
 from dgen.engine.gpu import BusySampler
 from dgen.engine.report import write_report
-from dgen.rng import outside_the_step, tick_seed
 from dgen.engine.run import check_resumable, load_trained, new_run_name
 from dgen.engine.scores import SampleScores
 from dgen.engine.signals import StopFlag, signal_name
 from dgen.engine.tracking import Tracker
-from dgen.errors import DgenError
+from dgen.errors import ConfigError, DgenError
 from dgen.eval.images import save_grid
 from dgen.methods import get_method
 from dgen.methods.base import DataSpec, Method
+from dgen.rng import outside_the_step, tick_seed
 
 log = logging.getLogger(__name__)
 

@@ -113,7 +113,7 @@ def train_feature_classifier(data, *, image_size: int | None = None, channels: i
             raise DataError(f"the FID feature classifier trains on {manifest.dataset}'s train split, but shard "
                             f"{shard.name} is damaged: {problem} (`dgen verify` lists every damaged shard)")
     stream = train_loader(data, "train", batch_size=batch_size, seed=seed, num_workers=0, image_size=image_size,
-                          channels=channels, epoch_batches=steps, rank=0, world_size=1)
+                          channels=channels, epoch_batches=steps, rank=0, world_size=1, verify=False)  # checked above
     stream.set_epoch(0)
     log.info("training the FID feature classifier on %s's train split (%d steps, once: cached afterwards)",
              manifest.dataset, steps)

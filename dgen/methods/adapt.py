@@ -38,9 +38,8 @@ splits, coloured by class and by domain.
 
 from __future__ import annotations
 
-import typing
-
 import math
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 from dgen.errors import ConfigError
 from dgen.eval.tsne import save_tsne
 from dgen.methods.base import Method, ReportContext, evaluating
-from dgen.models.domain import DomainDiscriminator, GtaDiscriminator, GtaGenerator, build_classifier, gta_init
+from dgen.models.domain import ARCHS, DomainDiscriminator, GtaDiscriminator, GtaGenerator, build_classifier, gta_init
 
 TSNE_POINTS = 1000  # per domain
 STEP_INPUTS = "_gta_step"  # GTA's per-step inputs shared by its phases, kept in the batch until the F update
@@ -57,7 +56,7 @@ STEP_INPUTS = "_gta_step"  # GTA's per-step inputs shared by its phases, kept in
 
 @dataclass
 class ClassifierConfig:
-    CHOICES: typing.ClassVar[dict] = {"arch": ("cnn", "conv5", "gta")}
+    CHOICES: typing.ClassVar[dict] = {"arch": ARCHS}
     arch: str = "cnn"  # cnn (seed 002's DANN CNN) | conv5 (seed 000) | gta (seed 002's GTA F and C)
     input_norm: bool = True  # F standardises each image per channel first (see dgen.models.domain.Extractor)
     invert_prob: float = 0.0  # chance that a source training image's polarity is inverted (x -> -x); 0 = off

@@ -23,7 +23,6 @@ Losses (per batch, averaged over images):
 from __future__ import annotations
 
 import typing
-
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +32,7 @@ from torch.optim.swa_utils import AveragedModel
 from dgen.errors import ConfigError
 from dgen.methods.base import Method, ReportContext, evaluating
 from dgen.models.augment import DiffAugment
+from dgen.models.gan import NORMS
 
 
 # -- adversarial losses: one signature for every flavour ------------------------------------------
@@ -76,12 +76,14 @@ class WassersteinLoss(AdversarialLoss):
 
 
 LOSSES = {"bce": BCELoss, "lsgan": LSLoss, "wgan": WassersteinLoss}
+ARCHS = ("dcgan", "mnist", "mlp", "unbalanced")
+OPTIMIZERS = ("adam", "rmsprop")
 
 
 @dataclass
 class GANConfig:
-    CHOICES: typing.ClassVar[dict] = {"arch": ("dcgan", "mnist", "mlp", "unbalanced"), "loss": ("bce", "lsgan", "wgan"),
-                                      "d_norm": ("batch", "layer", "none"), "optimizer": ("adam", "rmsprop")}
+    CHOICES: typing.ClassVar[dict] = {"arch": ARCHS, "loss": tuple(LOSSES), "d_norm": tuple(NORMS),
+                                      "optimizer": OPTIMIZERS}
     arch: str = "dcgan"  # dcgan | mnist (seed 003, 28 px) | mlp (seed 003 WGAN) | unbalanced (seed 001)
     loss: str = "bce"  # bce | lsgan | wgan
     nz: int = 100  # latent size
@@ -110,8 +112,8 @@ class GAN(Method):
         hp = cfg.method
         if hp.loss not in LOSSES:
             raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, got {hp.loss!r}")
-        if hp.optimizer not in ("adam", "rmsprop"):
-            raise ConfigError(f"--optimizer must be adam or rmsprop, got {hp.optimizer!r}")
+        if hp.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {hp.optimizer!r}")
         if hp.n_critic < 1:
             raise ConfigError(f"--n-critic must be >= 1, got {hp.n_critic}")
         if hp.ema < 0 or hp.ema_rampup < 0:
@@ -147,7 +149,7 @@ class GAN(Method):
             g = nets.UnbalancedGenerator(hp.nz, d.channels, d.image_size)
             dis = nets.UnbalancedDiscriminator(d.channels, d.image_size)
         else:
-            raise ValueError(f"unknown --arch {hp.arch!r} (dcgan, mnist, mlp, unbalanced)")
+            raise ValueError(f"unknown --arch {hp.arch!r} ({', '.join(ARCHS)})")
         if hp.arch in ("dcgan", "mnist"):
             g.apply(nets.dcgan_init)
             dis.apply(nets.dcgan_init)
