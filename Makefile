@@ -34,7 +34,7 @@ train: $(STAMP)
 		--num_cpu_threads_per_process $(THREADS) dgen/train.py --model vae $(ARGS)
 
 test: $(DEV)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # The fast loop while editing: everything but the end-to-end tests (pytest -m "not slow").
 test-fast: $(DEV)

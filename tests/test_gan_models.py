@@ -334,3 +334,40 @@ def test_critic_normalisation(norm, kind):
     x = torch.rand(4, 1, 32, 32) * 2 - 1
     if norm != "batch":  # a per-image critic: one image's score does not depend on the rest of the batch
         assert torch.allclose(d(x)[:1], d(x[:1]), atol=1e-6)
+
+
+def _gan(model: str, **method):
+    from dgen.methods import get_method
+    from dgen.methods.base import DataSpec
+    from dgen.options import resolve
+
+    cfg = resolve({"model": model, "method": method})
+    return get_method(model)(cfg, DataSpec("digits", 32, 1, [str(i) for i in range(10)], None))
+
+
+def test_bad_gan_switches_are_refused_by_name():
+    from dgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--label-flip-every and --label-noise change D's real/fake targets, which "
+                                          "the wgan loss"):
+        _gan("wgan-gp", label_flip_every=16, label_noise=0.1)
+    with pytest.raises(ConfigError, match="unknown augmentation zoom"):
+        _gan("dcgan", augment="color,zoom")
+    with pytest.raises(ConfigError, match="--gp-every must be >= 1"):
+        _gan("wgan-gp", gp_every=0)
+
+
+def test_lazy_gradient_penalty_joins_every_kth_step_weighted_k_times():
+    """--gp-every K: the penalty is in D's loss on steps 0, K, 2K, ... only, K times heavier (StyleGAN2's lazy
+    regularisation): the same penalty on average for 1/K of its cost."""
+    method = _gan("wgan-gp", gp_every=3, gp_weight=10.0)
+    x = torch.rand(8, 1, 32, 32) * 2 - 1
+
+    def d_loss(step: int, penalty: float) -> float:
+        method.step = step
+        method._gradient_penalty = lambda *a: torch.tensor(penalty)
+        torch.manual_seed(step)  # the same noise and augmentations for both calls
+        return float(method.loss("D", {"image": x})["loss"].detach())
+
+    added = [d_loss(step, 1.0) - d_loss(step, 0.0) for step in range(6)]
+    assert added == pytest.approx([30.0, 0.0, 0.0, 30.0, 0.0, 0.0])

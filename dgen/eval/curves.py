@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
-from scipy.signal import lfilter
 
 
 def ema(values: np.ndarray, smooth: float) -> np.ndarray:
@@ -27,6 +25,8 @@ def ema(values: np.ndarray, smooth: float) -> np.ndarray:
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
     if smooth == 0.0 or len(values) == 0:
         return np.asarray(values, dtype=float)
+    from scipy.signal import lfilter  # imported here: ~1 s that a --help or a dry run need not pay
+
     return lfilter([1.0 - smooth], [1.0, -smooth], values, zi=[smooth * values[0]])[0]
 
 
@@ -63,6 +63,8 @@ def save_curves(records: Sequence[Mapping], path: str | Path, keys: Sequence[str
             raise ValueError(f"no record has metric {key!r} (with a 'step')")
         series[key] = (steps, values, bad)
     ema(np.zeros(1), smooth)  # validate before drawing anything
+
+    from matplotlib.figure import Figure  # imported here: ~0.5 s that a --help or a dry run need not pay
 
     fig = Figure(figsize=(7.0, 1.2 + 2.0 * len(keys)), dpi=100, layout="constrained")
     axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]

@@ -20,7 +20,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from matplotlib.figure import Figure
 from torchvision.utils import make_grid, save_image
 
 PADDING = 2  # px between grid cells
@@ -85,6 +84,8 @@ def save_reconstructions(originals: torch.Tensor, recons: torch.Tensor, path: st
     o, r = originals.detach().float().cpu(), recons.detach().float().cpu()
     mse = ((o - r) ** 2).flatten(1).mean(1).tolist()
     n = len(o)
+    from matplotlib.figure import Figure  # imported here: ~0.5 s that a --help or a dry run need not pay
+
     fig = Figure(figsize=(1.1 * n + 0.4, 3.0), dpi=DPI, layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
     for i in range(n):
@@ -110,6 +111,8 @@ def _save_labelled_rows(rows: Sequence[torch.Tensor], labels: Sequence[str] | No
     h, w = max(s.shape[1] for s in strips), max(s.shape[2] for s in strips)
     zoom = max(2.0, MIN_WIDTH / w)  # screen px per image px
     label_in = 1.0 if labels is not None else 0.1
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(w * zoom / DPI + label_in, len(rows) * h * zoom / DPI + (0.4 if title else 0.1)),
                  dpi=DPI, layout="constrained")
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]

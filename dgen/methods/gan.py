@@ -94,6 +94,7 @@ class GANConfig:
     n_critic: int = 1  # D steps per G step
     clip: float = 0.0  # WGAN weight clipping of the critic; 0 = off
     gp_weight: float = 0.0  # WGAN-GP gradient penalty weight; 0 = off
+    gp_every: int = 1  # the penalty on every k-th D step only, weighted k times (StyleGAN2's lazy regularisation)
     label_flip_every: int = 0  # swap real/fake targets for D every k-th step (seed 001: 16); 0 = off
     label_noise: float = 0.0  # std of Gaussian noise added to D's targets (seed 001: 0.1)
     instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (real and fake)
@@ -116,6 +117,8 @@ class GAN(Method):
             raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {hp.optimizer!r}")
         if hp.n_critic < 1:
             raise ConfigError(f"--n-critic must be >= 1, got {hp.n_critic}")
+        if hp.gp_every < 1:
+            raise ConfigError(f"--gp-every must be >= 1, got {hp.gp_every}")
         if hp.ema < 0 or hp.ema_rampup < 0:
             raise ConfigError(f"--ema and --ema-rampup must be >= 0, got {hp.ema} and {hp.ema_rampup}")
         self.adversarial = LOSSES[hp.loss]()
@@ -241,8 +244,8 @@ class GAN(Method):
             out_real, out_fake = D(self._d_input(real)), D(self._d_input(fake.detach()))
             t_real, t_fake = self._targets(n, real.device, step)
             loss = self.adversarial.d_loss(out_real.float(), out_fake.float(), t_real, t_fake)
-            if self.hp.gp_weight:
-                loss = loss + self.hp.gp_weight * self._gradient_penalty(D, real, fake)
+            if self.hp.gp_weight and step % self.hp.gp_every == 0:
+                loss = loss + self.hp.gp_weight * self.hp.gp_every * self._gradient_penalty(D, real, fake)
             return {"loss": loss, "d_loss": loss.detach(), "d_real": out_real.detach().float().mean(),
                     "d_fake": out_fake.detach().float().mean()}
         with self.frozen("D"):
