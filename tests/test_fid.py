@@ -1,6 +1,7 @@
-"""FID / KID in classifier feature space: the formulas against hand-computed values, the classifier on
-real digits shards (accuracy, FID ordering train-vs-test < blur < noise, caching), merging statistics
-across 2 real processes, and the optional Inception extractor's structure and error path."""
+"""FID / KID in classifier feature space: what dgen wires into torchmetrics (the scores against hand-computed
+values on known features, KID's bounded uniform sample, the global RNG left alone), the classifier on real
+digits shards (accuracy, FID ordering train-vs-test < blur < noise, caching), the merge across 2 real
+processes, and the optional Inception extractor's structure and error path."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import linalg
 from torchvision.transforms.v2 import functional as TF
 
 import dgen.eval.fid as fidmod
 from dgen.data.stream import eval_loader
-from dgen.eval.fid import (FID, FeatureStats, InceptionFeatures, frechet_distance, inception_extractor,
-                           kernel_inception_distance, load_or_train_feature_classifier, train_feature_classifier)
+from dgen.eval.fid import (FID, InceptionFeatures, SampledKID, inception_extractor, load_or_train_feature_classifier,
+                           train_feature_classifier)
 from dgen.models.classifier import DigitClassifier
+from tests.scripts.fid_ranks import Pixels
 from tests.test_distributed import torchrun
 
 STEPS, BATCH = 300, 64  # ~10 s on one CPU core; measured test accuracy 0.992
@@ -36,56 +39,78 @@ def one_thread():
         torch.set_num_threads(before)
 
 
-# -- formulas -----------------------------------------------------------------------------------------
-def test_frechet_distance_diagonal_gaussians_by_hand():
-    mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.5])
-    s1, s2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
-    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))  # 7.25 + 4 + 1 + 0
-    assert expected == pytest.approx(12.25)
-    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
+# -- what dgen wires into torchmetrics ----------------------------------------------------------------
+def _known(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:
+    """n "images" [1, 4, 4] whose features (Pixels: the 16 pixels) are correlated and of unequal scales."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, 16, generator=g) @ torch.randn(16, 16, generator=g) / 4 + shift).reshape(n, 1, 4, 4)
 
 
-def test_frechet_distance_identical_is_zero_and_symmetric():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(500, 8)), rng.normal(size=(400, 8)) @ rng.normal(size=(8, 8)) + 0.3
-    mu1, c1, mu2, c2 = a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
-    assert abs(frechet_distance(mu1, c1, mu1, c1)) < 1e-8
-    assert frechet_distance(mu1, c1, mu2, c2) == pytest.approx(frechet_distance(mu2, c2, mu1, c1), rel=1e-8)
-    assert frechet_distance(mu1, c1, mu2, c2) > 1.0
+def test_scores_are_the_formulas_on_known_features():
+    """FID of the two Gaussian fits (unbiased covariances), and KID as the unbiased MMD^2 of the cubic kernel
+    (x.y / d + 1)^3: with two sets of 160 rows, every subset (min(500, 160, 160) rows) is both whole sets, so
+    KID is exact and its std 0. By hand in float64 (float32 features would miss rel=1e-9)."""
+    real, fake = _known(160, 0), _known(160, 1, shift=0.5)
+    fid = FID(Pixels())
+    fid.real_stats(real.split(64))
+    fid.fake_stats(fake.split(100))
+    got = fid.score()
+    x, y = real.flatten(1).double().numpy(), fake.flatten(1).double().numpy()
+    c1, c2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    expected_fid = np.sum((x.mean(0) - y.mean(0)) ** 2) + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+    kxx, kyy, kxy = ((a @ b.T / 16 + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    n = len(x)
+    expected_kid = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (n * (n - 1)) - 2 * kxy.mean()
+    assert got["fid"] == pytest.approx(expected_fid, rel=1e-9)
+    assert got["kid"] == pytest.approx(expected_kid, rel=1e-9) and got["kid_std"] == pytest.approx(0, abs=1e-9)
+    assert expected_fid > 1 and expected_kid > 1  # far from 0, where rel=1e-9 would be loose
 
 
-def test_frechet_distance_singular_covariances_stay_finite():
-    """Dead ReLU units: a feature that is always 0 makes both covariances singular."""
-    rng = np.random.default_rng(1)
-    a, b = rng.normal(size=(200, 5)), rng.normal(size=(200, 5)) + 1
-    a[:, 0] = b[:, 0] = 0
-    d = frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-    assert np.isfinite(d) and d == pytest.approx(4.0, abs=1.0)  # ||mu1 - mu2||^2 = 4 in expectation
+def test_kid_keeps_a_bounded_uniform_sample():
+    """At most kid_max rows per set, distinct, in arrival order; over 200 seeds every part of the stream is
+    sampled equally often (10% each for a tenth of it: a sample of the first rows, or of the latest, fails)."""
+    rows = torch.arange(1000, dtype=torch.float64)[:, None]  # row i is [i]
+    per_tenth = np.zeros(10)
+    for seed in range(200):
+        kid = SampledKID(1, kid_max=100, subsets=10, subset_size=500, seed=seed)
+        for chunk in rows.split(77):
+            kid.update(chunk, real=True)
+        got = kid.sample(True)[:, 0]
+        assert len(got) == 100 and torch.all(got[1:] > got[:-1])  # distinct, in arrival order
+        per_tenth += np.bincount((got // 100).long().numpy(), minlength=10)
+    np.testing.assert_allclose(per_tenth / per_tenth.sum(), 0.1, atol=0.01)  # measured within 0.004
 
 
-def test_kid_same_distribution_near_zero_shifted_clearly_positive():
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(1000, 32)), rng.normal(size=(1000, 32))
-    same, same_std = kernel_inception_distance(x, y, subsets=10, subset_size=500, seed=0)
-    shifted, _ = kernel_inception_distance(x, y + 0.5, subsets=10, subset_size=500, seed=0)
-    assert abs(same) < 3 * same_std + 1e-3 and abs(same) < 0.01
-    assert shifted > 0.1 and shifted > 50 * abs(same)
-    assert kernel_inception_distance(x, y, seed=0) == kernel_inception_distance(x, y, seed=0)  # deterministic
-    assert kernel_inception_distance(x[:50], y, subset_size=500)[1] >= 0  # subset size capped at 50
+def test_a_reset_replaces_the_fakes_sampled_alike_and_keeps_the_reals():
+    """What FID.fake_stats relies on: each evaluation's fakes are sampled at the same positions (successive
+    scores differ only by the model), and the real set survives."""
+    kid = SampledKID(1, kid_max=10, subsets=10, subset_size=500, seed=0)
+    rows = torch.arange(100, dtype=torch.float64)[:, None]
+    kid.update(rows, real=True)
+    kid.update(rows, real=False)
+    real, fake = kid.sample(True).clone(), kid.sample(False).clone()
+    kid.reset()
+    kid.update(rows + 1000, real=False)
+    assert torch.equal(kid.sample(True), real)
+    assert torch.equal(kid.sample(False), fake + 1000)
 
 
-def test_feature_stats_match_numpy_and_keep_a_bounded_sample():
-    x = torch.randn(1234, 6, generator=torch.Generator().manual_seed(0)) * 3 + 1
-    stats = FeatureStats(kid_max=100)
-    for chunk in x.split(77):
-        stats.update(chunk)
-    mu, cov = stats.mean_cov()
-    np.testing.assert_allclose(mu, x.double().mean(0).numpy(), rtol=1e-10)
-    np.testing.assert_allclose(cov, np.cov(x.double().numpy(), rowvar=False), rtol=1e-9, atol=1e-12)
-    assert stats.count == 1234 and stats.rows.shape == (100, 6)
-    full = {tuple(r) for r in x.tolist()}
-    assert all(tuple(r) in full for r in stats.rows.tolist())
-    assert stats.merge_across_ranks() is stats  # no process group: nothing to merge
+def test_a_score_leaves_the_global_rng_alone_and_repeats():
+    """KID draws its subsets with torch.randperm (torch's global generator): FID.score runs it inside
+    outside_the_step, so training's random stream is untouched and the score is the same every time."""
+    real, fake = _known(300, 0), _known(200, 1, shift=0.2)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    scores = []
+    for _ in range(2):
+        fid = FID(Pixels(), kid_subset_size=50)  # subsets of 50 of 300 and of 200 rows: random
+        fid.real_stats([real])
+        fid.fake_stats([fake])
+        scores.append(fid.score())
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert scores[0] == scores[1] and scores[0]["kid_std"] > 0
+    with pytest.raises(RuntimeError, match="before real_stats"):
+        FID(Pixels()).fake_stats([fake])
 
 
 # -- the classifier on real shards -------------------------------------------------------------------
@@ -122,21 +147,23 @@ def test_classifier_accuracy_and_fid_ordering(classifier, digits_shards):
     model, acc, _, _ = classifier
     assert acc > 0.95, acc  # measured 0.992 (300 steps of 64)
     fid = FID(model)
-    train = fid.real_stats(eval_loader(digits_shards, "train", batch_size=256))
+    fid.real_stats(eval_loader(digits_shards, "train", batch_size=256))
     test_images = torch.cat([b["image"] for b in eval_loader(digits_shards, "test", batch_size=256)])
-    test = fid.real_stats([test_images])
-    assert (train.count, test.count) == (1437, 360)
-    noise = torch.rand(test_images.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    blurred = TF.gaussian_blur(test_images, kernel_size=[9, 9], sigma=[2.0, 2.0])
-    same = fid.score(train, test)
-    vs_blur = fid.score(test, fid.fake_stats([blurred]))
-    vs_noise = fid.score(test, fid.fake_stats(noise.split(100)))
-    # measured: train-test 3.0, blur 112, noise 2675 (KID -12, 387, 131369)
+    fid.fake_stats([test_images])
+    assert (int(fid.fid.real_features_num_samples), int(fid.fid.fake_features_num_samples)) == (1437, 360)
+    same = fid.score()
+    fid.real_stats([test_images])
+    fid.fake_stats([TF.gaussian_blur(test_images, kernel_size=[9, 9], sigma=[2.0, 2.0])])
+    vs_blur = fid.score()
+    fid.fake_stats((torch.rand(test_images.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1).split(100))
+    vs_noise = fid.score()
+    # measured: train-test 3.0, blur 112, noise 2675 (KID -7, 387, 131369)
     assert 0 <= same["fid"] < 10
     assert vs_blur["fid"] > 10 * same["fid"]
     assert vs_noise["fid"] > 100 * same["fid"] and vs_noise["fid"] > 5 * vs_blur["fid"]
     assert vs_noise["kid"] > vs_blur["kid"] > 10 * abs(same["kid"])
-    assert fid.score(test, test)["fid"] == pytest.approx(0, abs=1e-6)
+    fid.fake_stats([test_images])
+    assert fid.score()["fid"] == pytest.approx(0, abs=1e-6)
 
 
 def test_fid_brings_other_sizes_and_channels_to_the_classifier():
@@ -145,7 +172,8 @@ def test_fid_brings_other_sizes_and_channels_to_the_classifier():
     assert fid.prepare(torch.zeros(2, 1, 64, 64)).shape == (2, 1, 32, 32)
     fid3 = FID(DigitClassifier(3, 32))
     assert fid3.prepare(torch.zeros(2, 1, 32, 32)).shape == (2, 3, 32, 32)
-    assert fid3.stats([torch.zeros(4, 1, 28, 28)]).count == 4
+    fid3.real_stats([torch.zeros(4, 1, 28, 28)])
+    assert int(fid3.fid.real_features_num_samples) == 4 and fid3.kid.sample(True).shape == (4, 128)
 
 
 def test_second_load_uses_the_cache(classifier, digits_shards, monkeypatch):
@@ -181,23 +209,28 @@ def test_default_cache_dir_is_next_to_the_shards(digits_shards):
 
 # -- across real processes ----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_feature_stats_merge_across_two_ranks(tmp_path):
-    from tests.scripts.fid_ranks import CUT, matrix
+def test_scores_merge_across_two_ranks(tmp_path):
+    """Each rank feeds its part; torchmetrics merges in score(): every rank gets the single-process score. With
+    kid_max below the totals, KID's merged sample is kid_max distinct rows from both ranks' parts, in proportion
+    (about 40 of 100 from rank 0's 120 of 301 rows: a sample capped per rank would take 50)."""
+    from tests.scripts.fid_ranks import CUT_REAL, images, score
 
     out = tmp_path / "fid_ranks.json"
     torchrun(2, Path(__file__).parent / "scripts" / "fid_ranks.py", out)
     r0, r1 = json.loads(out.read_text())
-    x = matrix().double().numpy()
-    full = {tuple(r) for r in matrix().tolist()}
-    assert CUT < len(x) - CUT  # an uneven split
-    for case, kept in [("subsampled", 100), ("all_rows", len(x)), ("one_empty", len(x))]:
-        a, b = r0[case], r1[case]
-        assert a == b, case  # every rank holds the same merged statistics
-        assert a["count"] == len(x)
-        np.testing.assert_allclose(a["mu"], x.mean(0), rtol=1e-10)
-        np.testing.assert_allclose(a["cov"], np.cov(x, rowvar=False), rtol=1e-8, atol=1e-10)
-        rows = [tuple(r) for r in a["rows"]]
-        assert len(rows) == kept and len(set(rows)) == kept and set(rows) <= full, case
+    real, fake = images()
+    for case, kid_max in [("all_rows", 1000), ("subsampled", 100), ("one_empty", 100)]:
+        a, b, one = r0[case], r1[case], score(real, fake, kid_max)  # one: in this process alone
+        assert a == b, case
+        assert a["fid"] == pytest.approx(one["fid"], rel=1e-12), case
+        if case != "subsampled":  # the same rows (all, or rank 0's with rank 0's keys): the same KID
+            assert (a["kid"], a["kid_std"], a["real_sample"]) == (one["kid"], one["kid_std"], one["real_sample"])
+    assert len(r0["all_rows"]["real_sample"]) == len(real) and len(r0["all_rows"]["fake_sample"]) == len(fake)
+    sample = [tuple(r) for r in r0["subsampled"]["real_sample"]]
+    rows = [tuple(r) for r in real.flatten(1).double().tolist()]
+    assert len(sample) == len(set(sample)) == 100 and set(sample) <= set(rows)
+    assert 28 <= len(set(sample) & set(rows[:CUT_REAL])) <= 46  # measured 37 (expected 40, sd 4)
+    assert len(r0["subsampled"]["fake_sample"]) == 100
 
 
 # -- optional Inception -------------------------------------------------------------------------------
@@ -208,5 +241,6 @@ def test_inception_extractor_missing_weights_is_a_clear_error(tmp_path):
 
 def test_inception_structure_gives_2048_features():
     net = InceptionFeatures()  # random weights, same structure as inception_extractor builds
-    stats = FID(net).stats([torch.zeros(2, 1, 32, 32).uniform_(-1, 1)])
-    assert stats.dim == 2048 and stats.count == 2
+    fid = FID(net)
+    fid.real_stats([torch.zeros(2, 1, 32, 32).uniform_(-1, 1)])
+    assert int(fid.fid.real_features_num_samples) == 2 and fid.kid.sample(True).shape == (2, 2048)

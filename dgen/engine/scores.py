@@ -3,7 +3,7 @@ evaluation split, in the features of a classifier dgen trains on the labelled tr
 ("FID (classifier features)", see dgen.eval.fid), or of Inception where `--inception-weights`
 points at a local state dict. Real statistics are computed once; fakes come from fixed noise, so
 successive scores of a run differ only by the model. Every rank takes part (its share of the real
-and of the fake images); the statistics are merged across ranks, so every rank gets the same score.
+and of the fake images); torchmetrics merges the statistics across ranks, so every rank gets the same score.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class SampleScores:
         self.fid = FID(extractor, acc.device, batch_size=256)
         loader = eval_loader(location, split, batch_size=256, image_size=cfg.image_size, channels=cfg.channels,
                              rank=acc.process_index, world_size=acc.num_processes, verify=cfg.verify_shards)
-        self.real = self.fid.real_stats(batch["image"] for batch in loader)
+        self.fid.real_stats(batch["image"] for batch in loader)
         share = -(-cfg.fid_samples // acc.num_processes)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + acc.process_index)
         self.noise = method.noise(share, g).to(acc.device)
@@ -42,7 +42,8 @@ class SampleScores:
     @torch.no_grad()
     def __call__(self) -> dict[str, float]:
         fakes = (self.method.sample(z).float() for z in self.noise.split(256))
-        score = self.fid.score(self.real, self.fid.fake_stats(fakes))
+        self.fid.fake_stats(fakes)
+        score = self.fid.score()
         return {f"test/fid_{self.name}": score["fid"], f"test/kid_{self.name}": score["kid"]}
 
 
@@ -73,7 +74,7 @@ def score_floor(data: str, *, steps: int = 600, device: str = "cpu") -> dict[str
     """FID/KID (classifier features) between the train and test splits: the best a generator can expect."""
     extractor, _ = load_or_train_feature_classifier(data, device=device, steps=steps)
     fid = FID(extractor, device, batch_size=256)
-    test = fid.real_stats(eval_loader(data, "test", batch_size=256))
-    train = fid.real_stats(eval_loader(data, "train", batch_size=256))
-    score = fid.score(test, train)
+    fid.real_stats(eval_loader(data, "test", batch_size=256))
+    fid.fake_stats(eval_loader(data, "train", batch_size=256))
+    score = fid.score()
     return {"test/fid_classifier": score["fid"], "test/kid_classifier": score["kid"]}

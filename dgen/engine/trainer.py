@@ -35,7 +35,6 @@ from dgen.engine.checkpoint import Checkpointer, latest_checkpoint
 from dgen.engine.gpu import BusySampler
 from dgen.engine.report import write_report
 from dgen.engine.run import check_resumable, load_trained, new_run_name
-from dgen.engine.scores import SampleScores
 from dgen.engine.signals import StopFlag, signal_name
 from dgen.engine.tracking import Tracker
 from dgen.errors import ConfigError, DgenError
@@ -267,6 +266,8 @@ def _evaluate_all(run: Run, scores, step: int):
         metrics.update(_evaluate(acc, method, plan.source, "test", cfg, prefix="source_test/"))
     best = False
     if method.generative and cfg.fid and (plan.manifest.classes or cfg.inception_weights):
+        from dgen.engine.scores import SampleScores  # here: importing torchmetrics takes seconds
+
         scores = scores or SampleScores(acc, method, plan.train, plan.eval_split, cfg)
         metrics.update(scores())
         best = run.checkpoints.is_best(run.state, metrics[f"test/fid_{scores.name}"], step)

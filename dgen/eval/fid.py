@@ -12,46 +12,51 @@ seed: the cache key below), not with published Inception FIDs. Report them as
     from dgen.eval.fid import FID, load_or_train_feature_classifier
     clf, acc = load_or_train_feature_classifier("shards/digits")   # ~1 min on 2 idle CPU cores, then cached
     fid = FID(clf, device="cpu")
-    real = fid.real_stats(eval_loader("shards/digits", "test", batch_size=256))
-    fake = fid.fake_stats(generator_batches)      # iterable of [B, C, H, W] in [-1, 1] (or batch dicts)
-    fid.score(real, fake)                         # {"fid": ..., "kid": ..., "kid_std": ...}
+    fid.real_stats(eval_loader("shards/digits", "test", batch_size=256))
+    fid.fake_stats(generator_batches)   # iterable of [B, C, H, W] in [-1, 1] (or batch dicts); replaces the last fakes
+    fid.score()                         # {"fid": ..., "kid": ..., "kid_std": ...}
 
-Distributed evaluation: give every rank its part of the data (`eval_loader` does that), call
-`real_stats` / `fake_stats` on every rank; they merge the statistics across ranks (sums and counts
-by all_reduce, KID rows by all_gather), so every rank gets the same score. Every rank must make
-these calls, or the collectives hang.
+torchmetrics computes the scores (FrechetInceptionDistance, and KernelInceptionDistance as `SampledKID`)
+from the features dgen extracts, handed over by a pass-through feature module of known width: no Inception
+network is built and nothing is downloaded (torch-fidelity is not needed; torchmetrics imports it only where
+it is installed). dgen keeps the feature extractor and the preparation of images, feeds features in float64,
+and bounds KID's memory: the stock metric keeps every feature row, SampledKID a uniform random sample of at
+most `kid_max` rows per set (O(D^2 + kid_max * D) per set whatever the number of images; while compute()
+merges the ranks, world_size * kid_max rows). KID draws its subsets with torch's global generator, so
+`score` runs it inside dgen.rng.outside_the_step: seeded, and the caller's random state is untouched.
 
-Why not torchmetrics: its FrechetInceptionDistance does accept a custom `feature` module and syncs
-its sums across ranks, but its KernelInceptionDistance keeps every feature vector of both sets
-(unbounded memory, all gathered to every rank) and it would add a dependency; the statistics here
-are ~100 lines, bounded in memory and merged with two plain collectives.
+Distributed evaluation: give every rank its part of the data (`eval_loader` does that) and call
+`real_stats` / `fake_stats` on every rank with its part; `score` merges the ranks' states (torchmetrics
+syncs them in compute), so every image counts once and every rank gets the same score. EVERY RANK MUST
+CALL `score`, or the collectives hang.
 
 Measured on the sklearn digits shards (32 px gray; train 1437 / test 360), torch 2.14.1 CPU:
 
     classifier                 test acc   FID train-vs-test   test-vs-blur (sigma 2)   test-vs-uniform-noise
-    300 steps of 64 (tests)    0.992      3.0                 110                      2690
-    600 steps of 128 (default) 0.994      3.6                 139                      4780
+    300 steps of 64 (tests)    0.992      3.0                 112                      2675
+    600 steps of 128 (default) 0.994      3.5                 139                      4780
 
-KID is on the same feature scale (unnormalised ReLU features, d = 128), so its values (e.g. 375 for
+KID is on the same feature scale (unnormalised ReLU features, d = 128), so its values (e.g. 387 for
 the blur, 1.3e5 for noise at 300 steps) are not comparable with Inception KIDs either.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
 from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from dgen.atomic import atomic_write
 from dgen.data.manifest import dataset_location, is_remote, load_manifest, shard_url
@@ -213,189 +218,88 @@ def load_or_train_feature_classifier(data, cache_dir=None, **kw) -> tuple[DigitC
     return load_or_train()
 
 
-# -- statistics ---------------------------------------------------------------------------------------
-class FeatureStats:
-    """Running statistics of feature vectors: sum and sum of outer products (float64) and count for the
-    Gaussian fit of FID, plus a uniform random sample of at most `kid_max` rows (reservoir sampling,
-    seeded) for KID. Memory is O(D^2 + kid_max * D) whatever the number of images.
-    """
-
-    def __init__(self, kid_max: int = 2000, seed: int = 0):
-        self.kid_max, self.seed = kid_max, seed
-        self.count = 0
-        self.sum: torch.Tensor | None = None  # [D] float64
-        self.outer: torch.Tensor | None = None  # [D, D] float64
-        self.rows = torch.empty(0, 0)  # [<= kid_max, D] float32, on the CPU
-        self.merged = False
-        self._rng = np.random.default_rng(seed)
-
-    @property
-    def dim(self) -> int | None:
-        return None if self.sum is None else self.sum.numel()
-
-    def _init(self, dim: int, device) -> None:
-        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
-        self.outer = torch.zeros(dim, dim, dtype=torch.float64, device=device)
-        self.rows = torch.empty(0, dim)
-
-    def update(self, features: torch.Tensor) -> None:
-        """Add [B, D] feature vectors."""
-        if self.merged:
-            raise RuntimeError("FeatureStats were already merged across ranks; make a new one")
-        f = features.detach()
-        f = f.flatten(1) if f.ndim > 2 else f
-        if f.ndim != 2:
-            raise ValueError(f"features must be [B, D], got {tuple(features.shape)}")
-        if self.sum is None:
-            self._init(f.shape[1], f.device)
-        if f.shape[1] != self.dim:
-            raise ValueError(f"features have {f.shape[1]} dimensions, earlier ones had {self.dim}")
-        f64 = f.to(self.sum.device, torch.float64)
-        self.sum += f64.sum(0)
-        self.outer += f64.T @ f64
-        self._reservoir(f.float().cpu())
-        self.count += len(f)
-
-    def _reservoir(self, f: torch.Tensor) -> None:
-        """Algorithm R: after n rows, `rows` is a uniform random subset of min(n, kid_max) of them."""
-        room = max(0, self.kid_max - len(self.rows))
-        if room:
-            self.rows = torch.cat([self.rows, f[:room]])
-        rest = f[room:]
-        if len(rest):
-            seen = self.count + room + np.arange(len(rest))  # rows seen before each of `rest`
-            slot = self._rng.integers(0, seen + 1)  # row number seen+1 is kept with probability kid_max/(seen+1)
-            for i in np.flatnonzero(slot < self.kid_max):  # in arrival order: later rows overwrite earlier
-                self.rows[slot[i]] = rest[i]
-
-    def merge_across_ranks(self) -> "FeatureStats":
-        """Combine the statistics of all ranks, in place, so every rank holds the same totals. A no-op
-        without torch.distributed or once merged. EVERY RANK MUST CALL IT, also ranks that saw no features:
-        it runs collectives (all_gather of the counts, all_reduce of the sums, all_gather of the KID rows).
-
-        The KID rows stay a uniform sample of the union: kid_max rows are drawn from all count rows
-        without replacement (the same seeded draw on every rank) and each rank's share is taken at
-        random from its own reservoir.
-        """
-        if self.merged or not _is_dist() or torch.distributed.get_world_size() == 1:
-            self.merged = True
-            return self
-        dist = torch.distributed
-        world = dist.get_world_size()
-        dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-        mine = torch.tensor([self.count, len(self.rows), self.dim or 0], dtype=torch.int64, device=dev)
-        every = [torch.zeros_like(mine) for _ in range(world)]
-        dist.all_gather(every, mine)
-        seen, held, dims = ([int(e[k]) for e in every] for k in range(3))
-        if len({d for d in dims if d}) > 1:
-            raise ValueError(f"ranks hold features of different dimensions: {dims}")
-        dim = max(dims)
-        if dim == 0:
-            raise ValueError("no rank saw any feature vector")
-        if self.sum is None:  # this rank saw nothing: it still takes part in every collective
-            self._init(dim, "cpu")
-        home = self.sum.device
-        flat = torch.cat([self.sum.reshape(-1), self.outer.reshape(-1)]).to(dev)
-        dist.all_reduce(flat)
-        flat = flat.to(home)
-        self.sum, self.outer = flat[:dim].clone(), flat[dim:].reshape(dim, dim).clone()
-        width = max(held)
-        padded = torch.zeros(width, dim)
-        padded[:len(self.rows)] = self.rows
-        gathered = [torch.zeros(width, dim, device=dev) for _ in range(world)]
-        dist.all_gather(gathered, padded.to(dev))
-        total = sum(seen)
-        rng = np.random.default_rng(self.seed)
-        take = min(self.kid_max, total)
-        owner = np.searchsorted(np.cumsum(seen), rng.choice(total, take, replace=False), side="right")
-        parts = []
-        for r in range(world):
-            m = int((owner == r).sum())  # <= min(seen[r], kid_max) = held[r]
-            pick = rng.choice(held[r], m, replace=False)
-            parts.append(gathered[r][:held[r]].cpu()[torch.as_tensor(np.sort(pick), dtype=torch.long)])
-        self.rows = torch.cat(parts) if parts else torch.empty(0, dim)
-        self.count = total
-        self.merged = True
-        return self
-
-    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean [D] and unbiased covariance [D, D] (divided by count - 1, as np.cov) in float64."""
-        if self.count < 2:
-            raise ValueError(f"need at least 2 feature vectors for a covariance, have {self.count}")
-        n = self.count
-        mu = self.sum / n
-        cov = (self.outer - n * torch.outer(mu, mu)) / (n - 1)
-        return mu.cpu().numpy(), cov.cpu().numpy()
-
-
-# -- distances ----------------------------------------------------------------------------------------
-def frechet_distance(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float:
-    """Fréchet distance between N(mu1, cov1) and N(mu2, cov2) (Dowson & Landau 1982; Heusel et al. 2017,
-    "GANs trained by a two time-scale update rule converge to a local Nash equilibrium"):
-
-        d^2 = ||mu1 - mu2||^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2))
-
-    Computed as in pytorch-fid / the TTUR reference: scipy.linalg.sqrtm of the product; if that is not
-    finite (near-singular covariances), eps * I is added to both covariances; a small imaginary part
-    from numerical error is dropped, a large one (> 1e-3 on the diagonal) is an error.
-    """
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
-    if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (len(mu1), len(mu1)):
-        raise ValueError(f"shapes do not match: mu {mu1.shape} {mu2.shape}, cov {cov1.shape} {cov2.shape}")
-    diff = mu1 - mu2
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        # Dead ReLU units give exactly singular covariances; sqrtm warns but is usually still finite.
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():
-        log.warning("frechet_distance: singular product of covariances; adding %g to their diagonals", eps)
-        offset = np.eye(len(mu1)) * eps
-        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"frechet_distance: imaginary component {np.max(np.abs(covmean.imag)):.3g} in sqrtm")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
-
-
-def kernel_inception_distance(f1, f2, subsets: int = 10, subset_size: int = 500, seed: int = 0) -> tuple[float, float]:
-    """KID (Bińkowski et al. 2018, "Demystifying MMD GANs"): the unbiased estimate of MMD^2 with the cubic
-    polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over `subsets` random subsets of
-    m = min(subset_size, len(f1), len(f2)) rows of each set (drawn without replacement, seeded).
-    Returns (mean, std) over the subsets.
-    """
-    f1 = np.asarray(f1.cpu() if torch.is_tensor(f1) else f1, np.float64)
-    f2 = np.asarray(f2.cpu() if torch.is_tensor(f2) else f2, np.float64)
-    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
-        raise ValueError(f"need two [N, D] feature sets of one D, got {f1.shape} and {f2.shape}")
-    m = min(subset_size, len(f1), len(f2))
-    if m < 2:
-        raise ValueError(f"KID needs at least 2 rows in each set, got {len(f1)} and {len(f2)}")
-    d = f1.shape[1]
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(subsets):
-        x = f1[rng.choice(len(f1), m, replace=False)]
-        y = f2[rng.choice(len(f2), m, replace=False)]
-        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                      - 2 * kxy.mean())
-    return float(np.mean(values)), float(np.std(values))
-
-
 # -- the metric ---------------------------------------------------------------------------------------
+class _Given(nn.Module):
+    """torchmetrics' feature module: the features FID extracted, passed on as they are, so the extractor runs
+    once per image rather than once in each metric. `num_features` spares torchmetrics its probe of the module
+    (a forward pass of a random 299 px image drawn from torch's global generator)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+class SampledKID(KernelInceptionDistance):
+    """torchmetrics' KID on a uniform random sample of at most `kid_max` feature rows per set (the stock metric
+    keeps every row). Each row gets a random key and a set keeps the rows of its kid_max smallest keys: on each
+    rank as rows arrive, and in compute() again over the rows gathered from every rank. The kid_max smallest keys
+    of all rows are among the ranks' kid_max smallest, so the sample is uniform over all ranks' rows however
+    unevenly they were fed. Keys come from generators of (seed, rank, set), never from torch's global one; the
+    fake set's restarts at each reset, so the same fakes give the same sample. The real set survives reset()
+    (reset_real_features=False). Subsets have min(subset_size, both sample sizes) rows.
+    """
+
+    def __init__(self, num_features: int, *, kid_max: int, subsets: int, subset_size: int, seed: int):
+        with warnings.catch_warnings():  # "will save all extracted features": not this subclass
+            warnings.filterwarnings("ignore", "Metric `Kernel Inception Distance` will save all")
+            super().__init__(_Given(num_features), subsets=subsets, subset_size=subset_size, reset_real_features=False)
+        self.kid_max, self.max_subset_size, self.seed = kid_max, subset_size, seed
+        self.add_state("real_keys", [], dist_reduce_fx=None)  # one tensor per rank, as the rows
+        self.add_state("fake_keys", [], dist_reduce_fx=None)
+        self._keys = {True: self._generator(True), False: self._generator(False)}
+
+    def _generator(self, real: bool) -> torch.Generator:
+        rank = torch.distributed.get_rank() if _is_dist() else 0
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + rank) * 2 + real)
+
+    def _states(self, real: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return (self.real_features, self.real_keys) if real else (self.fake_features, self.fake_keys)
+
+    def _smallest(self, rows: list[torch.Tensor], keys: list[torch.Tensor]) -> tuple[list, list]:
+        """The rows of the kid_max smallest keys as one tensor (and their keys), in arrival order (ranks in order)."""
+        rows, keys = torch.cat(rows), torch.cat(keys)
+        keep = keys.topk(min(self.kid_max, len(keys)), largest=False).indices.sort().values
+        return [rows[keep]], [keys[keep]]
+
+    def update(self, features: torch.Tensor, real: bool) -> None:
+        rows, keys = self._states(real)
+        new = torch.rand(len(features), generator=self._keys[real], dtype=torch.float64).to(features.device)
+        rows[:], keys[:] = self._smallest([*rows, features], [*keys, new])
+
+    def sample(self, real: bool) -> torch.Tensor:
+        """The set's sample [<= kid_max, D]: this rank's, or every rank's once synced (as inside compute)."""
+        rows, keys = self._states(real)
+        rows[:], keys[:] = self._smallest(rows, keys)
+        return rows[0]
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """KID's (mean, std) over the samples, merged across ranks by the sync that wraps this."""
+        self.subset_size = min(self.max_subset_size, len(self.sample(True)), len(self.sample(False)))
+        return super().compute()
+
+    def reset(self) -> None:
+        default = self._defaults.pop("real_keys")  # kept with the real rows, as KernelInceptionDistance does
+        super().reset()
+        self._defaults["real_keys"] = default
+        self._keys[False] = self._generator(False)
+
+
 def _images(item) -> torch.Tensor:
     return item["image"] if isinstance(item, dict) else item
 
 
 class FID:
-    """FID and KID in the feature space of `extractor` (an nn.Module with `.features(x) -> [B, D]`).
+    """FID and KID between a real and a fake image set in the feature space of `extractor` (an nn.Module with
+    `.features(x) -> [B, feature_dim]` and `feature_dim`), computed by torchmetrics.
 
     Images are expected in [-1, 1], as the classifier was trained. If the extractor declares
     `image_size` / `channels` (DigitClassifier and the Inception extractor do), other images are
     brought to them: bilinear resize (antialiased when shrinking), gray -> RGB by repeating the
-    channel, RGB -> gray by the channel mean.
+    channel, RGB -> gray by the channel mean. Features are float64: torchmetrics sums them in float64
+    anyway, and KID's cubic kernel on unnormalised ReLU features would lose digits in float32.
     """
 
     def __init__(self, extractor: nn.Module, device="cpu", *, batch_size: int | None = None, kid_max: int = 2000,
@@ -406,6 +310,8 @@ class FID:
         self.kid_max, self.kid_subsets, self.kid_subset_size, self.seed = kid_max, kid_subsets, kid_subset_size, seed
         self.image_size = getattr(extractor, "image_size", None)
         self.channels = getattr(extractor, "channels", None)
+        self.fid: FrechetInceptionDistance | None = None  # both built by real_stats
+        self.kid: SampledKID | None = None
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, torch.float32)
@@ -425,26 +331,46 @@ class FID:
         return x
 
     @torch.no_grad()
-    def stats(self, batches: Iterable, merge: bool = True) -> FeatureStats:
-        """FeatureStats of the images in `batches` (tensors [B, C, H, W] or batch dicts with "image"),
-        merged across ranks when `merge` and torch.distributed is initialized (every rank must call)."""
-        out = FeatureStats(self.kid_max, self.seed)
+    def _features(self, batches: Iterable) -> Iterator[torch.Tensor]:
+        """[B, D] float64 features of the images in `batches`, chunk by chunk."""
         for item in batches:
             x = _images(item)
             for chunk in (x.split(self.batch_size) if self.batch_size else (x,)):
-                out.update(self.extractor.features(self.prepare(chunk)))
-        return out.merge_across_ranks() if merge else out
+                yield self.extractor.features(self.prepare(chunk)).flatten(1).double()
 
-    def real_stats(self, batches: Iterable, merge: bool = True) -> FeatureStats:
-        return self.stats(batches, merge)
+    def _feed(self, batches: Iterable, real: bool) -> None:
+        # An empty batch first: every rank then holds every state, one tensor per KID state, also a rank given no
+        # images (compute's all_gather needs as many tensors on each rank).
+        empty = torch.empty(0, self.extractor.feature_dim, dtype=torch.float64, device=self.device)
+        for f in itertools.chain([empty], self._features(batches)):
+            self.fid.update(f, real=real)
+            self.kid.update(f, real=real)
 
-    def fake_stats(self, images_iter: Iterable, merge: bool = True) -> FeatureStats:
-        return self.stats(images_iter, merge)
+    def real_stats(self, batches: Iterable) -> None:
+        """Take this rank's share of the real images (tensors [B, C, H, W] or batch dicts with "image") as the
+        real set, replacing the previous real and fake sets."""
+        dim = self.extractor.feature_dim
+        self.fid = FrechetInceptionDistance(_Given(dim), reset_real_features=False).to(self.device)
+        self.kid = SampledKID(dim, kid_max=self.kid_max, subsets=self.kid_subsets,
+                              subset_size=self.kid_subset_size, seed=self.seed).to(self.device)
+        self._feed(batches, real=True)
 
-    def score(self, real: FeatureStats, fake: FeatureStats) -> dict[str, float]:
-        fid = frechet_distance(*real.mean_cov(), *fake.mean_cov())
-        kid, kid_std = kernel_inception_distance(real.rows, fake.rows, self.kid_subsets, self.kid_subset_size, self.seed)
-        return {"fid": fid, "kid": kid, "kid_std": kid_std}
+    def fake_stats(self, batches: Iterable) -> None:
+        """Take this rank's share of the fake images as the fake set, replacing the previous one."""
+        if self.fid is None:
+            raise RuntimeError("FID.fake_stats before real_stats")
+        self.fid.reset()
+        self.kid.reset()
+        self._feed(batches, real=False)
+
+    def score(self) -> dict[str, float]:
+        """{"fid", "kid", "kid_std"} of the real against the fake set. EVERY RANK MUST CALL IT: torchmetrics merges
+        the ranks' states here (all_gather), so every rank gets the same numbers. KID's subsets are drawn from
+        torch's generator seeded with `seed` inside outside_the_step: the caller's random state is untouched."""
+        fid = float(self.fid.compute())
+        with outside_the_step(self.seed, self.device):
+            kid, kid_std = self.kid.compute()
+        return {"fid": fid, "kid": float(kid), "kid_std": float(kid_std)}
 
 
 # -- optional Inception features ----------------------------------------------------------------------
@@ -457,7 +383,7 @@ class InceptionFeatures(nn.Module):
     Gray is repeated to RGB and images are resized to 299 px (bilinear). Inputs stay in [-1, 1], the
     range Google's original weights expect (transform_input=False)."""
 
-    image_size, channels = 299, 3
+    image_size, channels, feature_dim = 299, 3, 2048
 
     def __init__(self, state_dict: dict | None = None):
         super().__init__()
