@@ -19,7 +19,8 @@ GANS = ["dcgan", "lsgan", "wgan", "wgan-gp", "vaegan"]
 @pytest.mark.parametrize("model", GANS)
 def test_every_gan_trains(tmp_path, model):
     run = tmp_path / "run"
-    train(tmp_path, "--model", model, "--out", run, "--max-steps", 10, *FAST)
+    extra = ["--n-critic", 3] if model == "wgan-gp" else []  # the digits presets all take a G step every step
+    train(tmp_path, "--model", model, "--out", run, "--max-steps", 10, *extra, *FAST)
     logged = [r for r in rows(run) if "d_loss" in r]
     assert [r["step"] for r in logged] == list(range(1, 11))
     g_steps = [r["step"] for r in logged if "g_loss" in r]
