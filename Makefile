@@ -33,12 +33,15 @@ train: $(STAMP)
 	$(BIN)/accelerate launch -q --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		--num_cpu_threads_per_process $(THREADS) dgen/train.py --model vae $(ARGS)
 
+# One pytest worker per CPU (at most 4), a test file per worker: most of a test's time is a training process
+# starting on one thread, and a file's module-wide fixtures (the Slurm cluster, the adaptation runs) stay in one worker.
+XDIST := -n logical --maxprocesses 4 --dist loadfile
 test: $(DEV)
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q $(XDIST) --durations=15
 
 # The fast loop while editing: everything but the end-to-end tests (pytest -m "not slow").
 test-fast: $(DEV)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q $(XDIST) -m "not slow"
 
 # Debian's Slurm and munge, for the tests that run a real Slurm cluster on this machine (root only;
 # without them those tests are skipped).

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from dgen.data.shard import write_shards
 from dgen.data.sources import get_source
+
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `make test` runs a worker per CPU: split the CPUs between them
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture(scope="session")
