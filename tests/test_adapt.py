@@ -268,6 +268,48 @@ def test_presets_for_the_seeds_pairs(pair):
         resolve({"model": "dann", "data": pair}).max_steps  # folders name the same pair
 
 
+def test_gta_cpu_preset_and_user_flags():
+    """On a CPU the embedded pair's GTA preset reads in the main process and autocasts to bf16 where the CPU computes
+    bf16 natively (its 10-minute budget); the user's flags still win."""
+    from dgen.options import resolve
+    from dgen.presets import cpu_native_bf16
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU preset")
+    cfg = resolve({"model": "gta", "data": "digits:digits-m"})
+    assert (cfg.num_workers, cfg.mixed_precision) == (0, "bf16" if cpu_native_bf16() else None)
+    cfg = resolve({"model": "gta", "data": "digits:digits-m", "num_workers": 2, "mixed_precision": "no"})
+    assert (cfg.num_workers, cfg.mixed_precision) == (2, "no")
+    assert resolve({"model": "dann", "data": "digits:digits-m"}).mixed_precision is None
+
+
+def test_gta_step_runs_f_once_per_domain_and_trains_every_network():
+    """The reference's sharing: F's features of the step's two batches are computed once, with gradient, for all
+    four updates (F's BatchNorm sees one source and one target batch per step), and every network moves."""
+    from accelerate import Accelerator
+
+    from dgen.engine import trainer
+    from dgen.methods.base import DataSpec
+    from dgen.options import resolve
+
+    cfg = resolve({"model": "gta", "data": "digits:digits-m", "batch_size": 8, "mixed_precision": "no",
+                   "tracker": "none", "method": {"width": 8, "nz": 16}})
+    torch.manual_seed(0)
+    acc = Accelerator(cpu=True)
+    spec = DataSpec("digits", 32, 3, [str(i) for i in range(10)], None)
+    method, optimizers, base_lrs = trainer.setup_method(cfg, acc, spec)
+    calls = []
+    method.models["F"].register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    before = {n: [p.detach().clone() for p in m.parameters()] for n, m in method.models.items()}
+    batch = {"image": torch.rand(8, 3, 32, 32) * 2 - 1, "label": torch.arange(8),
+             "target_image": torch.rand(8, 3, 32, 32) * 2 - 1}
+    terms = trainer.train_step(acc, method, optimizers, base_lrs, [batch], 0, cfg)
+    assert calls == [True, True]  # source and target, with gradient, once each
+    assert set(terms) >= {"d_loss", "g_loss", "cls_loss", "f_loss"}
+    for name, m in method.models.items():
+        assert any(not torch.equal(a, p) for a, p in zip(before[name], m.parameters())), f"{name} did not move"
+
+
 @pytest.mark.slow
 def test_dann_beats_source_only_at_a_short_preset(tmp_path, digits_shards, digits_m_shards):
     """The adaptation itself, not only its plumbing: at seed 0 and 150 steps of 32 images, DANN's target accuracy

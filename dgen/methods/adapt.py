@@ -248,47 +248,50 @@ class GTA(Classify):
         z = torch.randn(len(h), self.hp.nz, device=h.device)
         return self.models["G"](h, self._onehot(labels, len(h), h.device), z)
 
-    def _step_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The step's source images (polarity flips drawn once) and F's features of both domains, without
-        gradient: computed once per step and shared by the D, G and C updates, as the reference code does. So
-        F's BatchNorm statistics see each domain equally often (here and in F's own update: one source pass, one
-        target pass), and F runs twice less per step."""
+    def _step_inputs(self, batch: dict) -> tuple[torch.Tensor, ...]:
+        """The step's source images (polarity flips drawn once), F's features of both domains and G's images from
+        the source features, computed once per step, in the first phase, and shared by all four updates, as the
+        reference code does. F runs with gradient (its graph is kept for F's own update, which comes last; the D, G
+        and C updates read the features detached), so F's BatchNorm statistics see one source and one target pass
+        per step. G's source images are made with gradient for G (not F): D's update reads them detached, G's update
+        back-propagates through D into them."""
         if STEP_INPUTS not in batch:
             xs = self.labelled_images(batch)
-            with torch.no_grad():
-                batch[STEP_INPUTS] = (xs, self.models["F"](xs), self.models["F"](batch["target_image"]))
+            Fx = self.models["F"]
+            hs, ht = Fx(xs), Fx(batch["target_image"])
+            batch[STEP_INPUTS] = (xs, hs, ht, self._generate(hs.detach(), batch["label"]))
         return batch[STEP_INPUTS]
 
     def loss(self, phase, batch):
-        (xs, hs, ht), ys, xt = self._step_inputs(batch), batch["label"], batch["target_image"]
-        Fx, C, D = self.models["F"], self.models["C"], self.models["D"]
+        (xs, hs_f, ht_f, gs), ys, xt = self._step_inputs(batch), batch["label"], batch["target_image"]
+        hs, ht = hs_f.detach(), ht_f.detach()
+        C, D = self.models["C"], self.models["D"]
         bce = F.binary_cross_entropy_with_logits
         real, fake = torch.ones(len(xs), device=xs.device), torch.zeros(len(xs), device=xs.device)
         if phase == "D":
             with torch.no_grad():  # F and G get no gradient here (and DDP must not wait for one)
-                gs, gt = self._generate(hs, ys), self._generate(ht, None)
+                gt = self._generate(ht, None)
             s_real, c_real = D(xs)
-            s_fs, _ = D(gs)
+            s_fs, _ = D(gs.detach())
             s_ft, _ = D(gt)
             loss = (bce(s_real.float(), real) + F.cross_entropy(c_real.float(), ys)
                     + bce(s_fs.float(), fake) + bce(s_ft.float(), torch.zeros(len(xt), device=xt.device)))
             return {"loss": loss, "d_loss": loss.detach()}
         if phase == "G":
             with self.frozen("D"):
-                s, c = D(self._generate(hs, ys))
+                s, c = D(gs)
                 loss = bce(s.float(), real) + F.cross_entropy(c.float(), ys)
             return {"loss": loss, "g_loss": loss.detach()}
         if phase == "C":
             logits = C(hs).float()
             ce = F.cross_entropy(logits, ys)
             return {"loss": ce, "cls_loss": ce.detach(), "train_accuracy": _accuracy(logits, ys)}
-        hp = self.hp  # phase F
-        del batch[STEP_INPUTS]  # the last phase: F's own passes below, with gradient
+        hp = self.hp  # phase F: back-propagates into the features computed with gradient in the first phase
+        del batch[STEP_INPUTS]  # the last phase
         with self.frozen("C", "G", "D"):
-            hs, ht = Fx(xs), Fx(xt)
-            ce = F.cross_entropy(C(hs).float(), ys)
-            _, c_fs = D(self._generate(hs, ys))
-            s_ft, _ = D(self._generate(ht, None))
+            ce = F.cross_entropy(C(hs_f).float(), ys)
+            _, c_fs = D(self._generate(hs_f, ys))
+            s_ft, _ = D(self._generate(ht_f, None))
             loss = (ce + hp.adv_weight * F.cross_entropy(c_fs.float(), ys)
                     + hp.adv_weight * hp.alpha * bce(s_ft.float(), torch.ones(len(xt), device=xt.device)))
         return {"loss": loss, "f_loss": loss.detach()}
