@@ -42,7 +42,7 @@ class Config:
     weight_decay: float = 0.0  # L2 weight decay in Adam; 0 = off
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     lr_schedule: str = "constant"  # constant | cosine | dann (lr / (1 + 10 p)^0.75, p = progress; Ganin et al.)
-    mixed_precision: str | None = None  # no | fp16 | bf16; None: the launcher's, else bf16 on a CUDA GPU, no on CPU
+    mixed_precision: str | None = None  # no | fp16 | bf16; None: the launcher's, else bf16 on a CUDA GPU, no on CPU (GTA's digits preset: bf16 where the CPU has it)
     compile: bool = False  # torch.compile the networks (first steps slower while it compiles)
     image_size: int | None = None  # square side in px the images are resized to; None: the shards' size
     channels: int | None = None  # 1 = gray, 3 = RGB; None: the shards' channels
