@@ -124,9 +124,7 @@ def adaptation(model: str, dataset: str) -> tuple[dict, dict]:
             # ~2x cheaper on the CPU, which buys 2,500 steps in the budget (README, Domain adaptation)
             top.update(max_steps=2500)
             method.update(width=16)
-            if not _cuda():  # on a CPU: bf16 autocast where the CPU computes bf16 natively, and no loader processes
-                # competing with the step for the cores, bring the default run inside 10 minutes on 2 cores
-                top.update(num_workers=0, **({"mixed_precision": "bf16"} if cpu_native_bf16() else {}))
+            top.update(_cpu_speed())
     elif source in TRAIN_SIZES:
         batch = 100 if gta else 128
         top.update(batch_size=batch, max_steps=min(30_000, epochs_to_steps(100, TRAIN_SIZES[source], batch)),
@@ -138,10 +136,15 @@ def adaptation(model: str, dataset: str) -> tuple[dict, dict]:
     return top, method
 
 
-def _cuda() -> bool:
+def _cpu_speed() -> dict:
+    """On a CPU (none on a GPU machine): bf16 autocast where the CPU computes bf16 natively, and no loader processes
+    competing with the step for the cores. They bring GTA's default run on the embedded pair to ~10 minutes on 2
+    cores (README, Domain adaptation)."""
     import torch
 
-    return torch.cuda.is_available()
+    if torch.cuda.is_available():
+        return {}
+    return {"num_workers": 0, **({"mixed_precision": "bf16"} if cpu_native_bf16() else {})}
 
 
 def cpu_native_bf16() -> bool:
