@@ -29,7 +29,7 @@ def test_every_gan_trains(tmp_path, model):
     assert (run / "images" / "variations.png").is_file() and (run / "images" / "curves.png").is_file()
 
 
-@pytest.mark.parametrize("model", ["dcgan", "wgan-gp"])
+@pytest.mark.parametrize("model", ["dcgan", "wgan-gp", "wgan"])  # wgan: D and G in one phase (--update simultaneous)
 def test_two_processes_keep_g_and_d_identical(tmp_path, model):
     import subprocess
 
@@ -93,14 +93,15 @@ def test_training_lowers_fid_clearly_below_the_untrained_generator(tmp_path):
     assert "Best FID (classifier features)" in (tmp_path / "trained" / "report.md").read_text()
 
 
-def test_ema_generator_is_checkpointed_resumed_and_sampled(tmp_path):
+@pytest.mark.parametrize("model", ["dcgan", "wgan"])  # wgan: one optimizer over D and G (--update simultaneous)
+def test_ema_generator_is_checkpointed_resumed_and_sampled(tmp_path, model):
     """--ema keeps an average of G's weights: saved with every checkpoint, continued exactly on resume, and the
     network that draws the samples (and so the FID); --augment runs D on transformed images."""
     import torch
 
     from dgen.engine.run import load_generator
 
-    common = ["--model", "dcgan", *FAST, "--ema", 4, "--augment", "color,translation,cutout", "--ckpt-every", 3]
+    common = ["--model", model, *FAST, "--ema", 4, "--augment", "color,translation,cutout", "--ckpt-every", 3]
     train(tmp_path, *common, "--out", tmp_path / "straight", "--max-steps", 6)
     train(tmp_path, *common, "--out", tmp_path / "resumed", "--max-steps", 3)
     train(tmp_path, *common, "--out", tmp_path / "resumed", "--max-steps", 6, "--resume")

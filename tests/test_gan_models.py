@@ -355,6 +355,37 @@ def test_bad_gan_switches_are_refused_by_name():
         _gan("dcgan", augment="color,zoom")
     with pytest.raises(ConfigError, match="--gp-every must be >= 1"):
         _gan("wgan-gp", gp_every=0)
+    with pytest.raises(ConfigError, match="--update simultaneous needs --loss wgan .* got --loss bce"):
+        _gan("dcgan", update="simultaneous")
+    with pytest.raises(ConfigError, match="--update simultaneous needs .* got --loss wgan and --n-critic 5"):
+        _gan("wgan", update="simultaneous", n_critic=5)
+
+
+def test_simultaneous_update_gives_d_and_g_their_own_losses_gradients():
+    """--update simultaneous: one backward of D's loss through the reversed G output gives D the gradient of
+    D(fake) - D(real) and G the gradient of its own loss, -D(fake), on the same z, images and augmentations."""
+    method = _gan("wgan", update="simultaneous", augment="color,translation,cutout", width=8)
+    G, D = method.models["G"], method.models["D"]
+    real = torch.rand(8, 1, 32, 32) * 2 - 1
+    assert method.phases_at(0) == ("DG",) and method.phase_models("DG") == ["D", "G"]
+
+    torch.manual_seed(3)
+    out = method.loss("DG", {"image": real})
+    out["loss"].backward()
+    got = {n: p.grad.clone() for n, p in [*D.named_parameters(prefix="D"), *G.named_parameters(prefix="G")]}
+
+    torch.manual_seed(3)  # the same draws, in the same order: z, then the augmentations of real and fake
+    z = torch.randn(8, method.hp.nz)
+    fake = G(z)
+    d_real, d_fake = D(method.augment(real)).mean(), D(method.augment(fake)).mean()
+    d_loss, g_loss = d_fake - d_real, -d_fake
+    want = dict(zip([f"D.{n}" for n, _ in D.named_parameters()], torch.autograd.grad(d_loss, list(D.parameters()),
+                                                                                       retain_graph=True)))
+    want |= dict(zip([f"G.{n}" for n, _ in G.named_parameters()], torch.autograd.grad(g_loss, list(G.parameters()))))
+    assert got.keys() == want.keys()
+    for name in got:
+        torch.testing.assert_close(got[name], want[name], msg=name)
+    assert float(out["g_loss"]) == pytest.approx(float(g_loss)) and float(out["d_loss"]) == pytest.approx(float(d_loss))
 
 
 def test_lazy_gradient_penalty_joins_every_kth_step_weighted_k_times():

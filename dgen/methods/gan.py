@@ -13,6 +13,11 @@ step). The fake batch for D is made under no_grad (DDP would otherwise wait for 
 in the G step D is frozen (`Method.frozen`: no gradients, `no_sync`), so only G's gradients are all-reduced: no
 gradient is reduced twice or left unsynchronised.
 
+`--update simultaneous` (Wasserstein loss, n_critic 1) runs one phase "DG" instead: G's loss is minus the fake
+term of D's loss, so one backward pass of D's loss, with the gradient reversed at G's output (the module DANN
+uses), gives D's gradient and G's at once, against the same D; both optimizers then step. It saves G's second
+forward and the second pass through D: ~15% more images/s on a CPU (README, GANs).
+
 Losses (per batch, averaged over images):
 - bce (dcgan): D: BCE(D(x), 1) + BCE(D(G(z)), 0) on logits; G: non-saturating BCE(D(G(z)), 1).
 - lsgan: D: (D(x) - 1)^2 + D(G(z))^2; G: (D(G(z)) - 1)^2 (a=0, b=c=1 of Mao et al.).
@@ -32,6 +37,7 @@ from torch.optim.swa_utils import AveragedModel
 from dgen.errors import ConfigError
 from dgen.methods.base import Method, ReportContext, evaluating
 from dgen.models.augment import DiffAugment
+from dgen.models.domain import GradientReversal
 from dgen.models.gan import NORMS
 
 
@@ -40,6 +46,7 @@ class AdversarialLoss:
     """d_loss(real_out, fake_out, real_target, fake_target) and g_loss(fake_out, real_target)."""
 
     uses_targets = True  # False: the loss ignores the targets, so the label tricks cannot apply to it
+    g_is_minus_d = False  # True: g_loss(fake) is minus d_loss's fake term, so one backward can serve both
 
     def d_loss(self, real, fake, real_target, fake_target):
         raise NotImplementedError
@@ -67,6 +74,7 @@ class LSLoss(AdversarialLoss):
 
 class WassersteinLoss(AdversarialLoss):
     uses_targets = False
+    g_is_minus_d = True
 
     def d_loss(self, real, fake, real_target, fake_target):
         return fake.mean() - real.mean()
@@ -78,12 +86,13 @@ class WassersteinLoss(AdversarialLoss):
 LOSSES = {"bce": BCELoss, "lsgan": LSLoss, "wgan": WassersteinLoss}
 ARCHS = ("dcgan", "mnist", "mlp", "unbalanced")
 OPTIMIZERS = ("adam", "rmsprop")
+UPDATES = ("alternating", "simultaneous")
 
 
 @dataclass
 class GANConfig:
     CHOICES: typing.ClassVar[dict] = {"arch": ARCHS, "loss": tuple(LOSSES), "d_norm": tuple(NORMS),
-                                      "optimizer": OPTIMIZERS}
+                                      "optimizer": OPTIMIZERS, "update": UPDATES}
     arch: str = "dcgan"  # dcgan | mnist (seed 003, 28 px) | mlp (seed 003 WGAN) | unbalanced (seed 001)
     loss: str = "bce"  # bce | lsgan | wgan
     nz: int = 100  # latent size
@@ -92,6 +101,7 @@ class GANConfig:
     optimizer: str = "adam"  # adam | rmsprop
     lr_d: float = 0.0  # 0: the trainer's --lr
     n_critic: int = 1  # D steps per G step
+    update: str = "alternating"  # alternating: D's step, then G's against the new D | simultaneous: one pass for both (wgan)
     clip: float = 0.0  # WGAN weight clipping of the critic; 0 = off
     gp_weight: float = 0.0  # WGAN-GP gradient penalty weight; 0 = off
     gp_every: int = 1  # the penalty on every k-th D step only, weighted k times (StyleGAN2's lazy regularisation)
@@ -119,6 +129,8 @@ class GAN(Method):
             raise ConfigError(f"--n-critic must be >= 1, got {hp.n_critic}")
         if hp.gp_every < 1:
             raise ConfigError(f"--gp-every must be >= 1, got {hp.gp_every}")
+        if hp.update not in UPDATES:
+            raise ConfigError(f"--update must be one of {', '.join(UPDATES)}, got {hp.update!r}")
         if hp.ema < 0 or hp.ema_rampup < 0:
             raise ConfigError(f"--ema and --ema-rampup must be >= 0, got {hp.ema} and {hp.ema_rampup}")
         self.adversarial = LOSSES[hp.loss]()
@@ -127,6 +139,14 @@ class GAN(Method):
             verb = "change" if len(tricks) > 1 else "changes"
             raise ConfigError(f"{' and '.join(tricks)} {verb} D's real/fake targets, which the {hp.loss} loss does not "
                               "have (a critic's score has no target): use --loss bce or lsgan, or leave them at 0")
+        self.simultaneous = hp.update == "simultaneous"
+        if self.simultaneous and not (self.adversarial.g_is_minus_d and hp.n_critic == 1):
+            raise ConfigError(f"--update simultaneous needs --loss wgan (G's loss is minus D's fake term) and "
+                              f"--n-critic 1, got --loss {hp.loss} and --n-critic {hp.n_critic}: leave --update "
+                              "alternating")
+        if self.simultaneous:
+            self.phases = ("DG",)  # one phase, one optimizer over both networks
+            self.reverse = GradientReversal()
         try:
             self.augment = DiffAugment(hp.augment)
         except ValueError as e:
@@ -202,16 +222,22 @@ class GAN(Method):
     def optimizers(self):
         hp, c = self.hp, self.cfg
         lr_g, lr_d = c.lr, hp.lr_d or c.lr
+        if self.simultaneous:  # one optimizer, a parameter group per network (each with its own learning rate)
+            groups = [{"params": self.models["D"].parameters(), "lr": lr_d},
+                      {"params": self.models["G"].parameters(), "lr": lr_g}]
+            return {"DG": torch.optim.RMSprop(groups) if hp.optimizer == "rmsprop" else self.adam(groups)}
         if hp.optimizer == "rmsprop":
             return {"D": torch.optim.RMSprop(self.models["D"].parameters(), lr=lr_d),
                     "G": torch.optim.RMSprop(self.models["G"].parameters(), lr=lr_g)}
         return {"D": self.adam(self.models["D"].parameters(), lr_d), "G": self.adam(self.models["G"].parameters(), lr_g)}
 
     def phase_models(self, phase):
-        return [phase]
+        return ["D", "G"] if phase == "DG" else [phase]
 
     def phases_at(self, step: int) -> tuple[str, ...]:
-        """D every step; G after every n_critic-th D step."""
+        """D every step; G after every n_critic-th D step (or both in one phase: --update simultaneous)."""
+        if self.simultaneous:
+            return self.phases
         return ("D", "G") if (step + 1) % self.hp.n_critic == 0 else ("D",)
 
     # -- losses --------------------------------------------------------------------------------------
@@ -238,16 +264,22 @@ class GAN(Method):
         n, step = len(real), self.step
         z = torch.randn(n, self.hp.nz, device=real.device)
         G, D = self.models["G"], self.models["D"]
-        if phase == "D":
-            with torch.no_grad():  # G gets no gradient here (and DDP must not wait for one)
-                fake = G(z)
-            out_real, out_fake = D(self._d_input(real)), D(self._d_input(fake.detach()))
+        if phase in ("D", "DG"):
+            if phase == "DG":  # G's gradient is D's, reversed at G's output: -d(fake term)/d(theta_G) = d g_loss
+                fake = self.reverse(G(z))
+            else:
+                with torch.no_grad():  # G gets no gradient here (and DDP must not wait for one)
+                    fake = G(z)
+            out_real, out_fake = D(self._d_input(real)), D(self._d_input(fake))
             t_real, t_fake = self._targets(n, real.device, step)
             loss = self.adversarial.d_loss(out_real.float(), out_fake.float(), t_real, t_fake)
             if self.hp.gp_weight and step % self.hp.gp_every == 0:
                 loss = loss + self.hp.gp_weight * self.hp.gp_every * self._gradient_penalty(D, real, fake)
-            return {"loss": loss, "d_loss": loss.detach(), "d_real": out_real.detach().float().mean(),
-                    "d_fake": out_fake.detach().float().mean()}
+            terms = {"loss": loss, "d_loss": loss.detach(), "d_real": out_real.detach().float().mean(),
+                     "d_fake": out_fake.detach().float().mean()}
+            if phase == "DG":
+                terms["g_loss"] = self.adversarial.g_loss(out_fake.detach().float(), t_real)
+            return terms
         with self.frozen("D"):
             out = D(self._d_input(G(z)))
             loss = self.adversarial.g_loss(out.float(), torch.ones(n, device=real.device))
@@ -261,11 +293,11 @@ class GAN(Method):
         return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
     def after_step(self, phase: str) -> None:
-        if phase == "D" and self.hp.clip:
+        if phase in ("D", "DG") and self.hp.clip:
             with torch.no_grad():
                 for p in self.models["D"].parameters():
                     p.clamp_(-self.hp.clip, self.hp.clip)
-        if phase == "G" and "G_ema" in self.models:
+        if phase in ("G", "DG") and "G_ema" in self.models:
             self.models["G_ema"].update_parameters(self.unwrap("G"))
 
     # -- samples and the report ----------------------------------------------------------------------
