@@ -406,8 +406,8 @@ def _run_phase(acc, method, phase, optimizer, micro, clip) -> dict[str, torch.Te
                 out = method.loss(phase, batch)
             acc.backward(out["loss"] / len(micro))
         for k, v in out.items():
-            if k == "loss" and len(type(method).phases) > 1:  # declared phases: a GAN's joint "DG" phase too
-                continue  # the phases' own terms (d_loss, g_loss) say more than their mixture
+            if k == "loss" and not method.logs_loss:
+                continue
             terms[k] = terms.get(k, 0) + v.detach().float() / len(micro)
     if clip > 0 and acc.distributed_type != DistributedType.DEEPSPEED:  # DeepSpeed clips in its engine
         acc.clip_grad_norm_([p for m in models for p in m.parameters()], clip)

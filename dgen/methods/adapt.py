@@ -219,6 +219,7 @@ class GTA(Classify):
     domains = "both"
     phases = ("D", "G", "C", "F")
     loss_terms = ("d_loss", "g_loss", "cls_loss", "f_loss")
+    logs_loss = False
 
     def extra_models(self, dim, classes):
         G = GtaGenerator(dim, classes, self.hp.nz, self.data.channels, self.hp.width)

@@ -48,6 +48,8 @@ class Method:
     Config: ClassVar[type]  # dataclass of the method's hyper-parameters
     phases: ClassVar[tuple[str, ...]]
     loss_terms: ClassVar[tuple[str, ...]] = ()  # logged terms besides "loss", drawn as learning curves
+    # False for adversarial methods: their phases' own terms (d_loss, g_loss) say more than the "loss" back-propagated
+    logs_loss: ClassVar[bool] = True
     generative: ClassVar[bool] = True  # draws samples from noise (sample grids, FID/KID); False for classifiers
     # None: trains on one dataset. Domain adaptation (--data SOURCE:TARGET): "source" or "target" (that
     # domain's labelled data only), "both" (labelled source + unlabelled target); evaluated on the target.

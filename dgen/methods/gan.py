@@ -118,6 +118,7 @@ class GAN(Method):
     Config = GANConfig
     phases = ("D", "G")
     loss_terms = ("d_loss", "g_loss", "d_real", "d_fake")
+    logs_loss = False
 
     def __init__(self, cfg, data):
         hp = cfg.method
