@@ -385,7 +385,7 @@ def test_simultaneous_update_gives_d_and_g_their_own_losses_gradients():
     assert got.keys() == want.keys()
     for name in got:
         torch.testing.assert_close(got[name], want[name], msg=name)
-    assert float(out["g_loss"]) == pytest.approx(float(g_loss)) and float(out["d_loss"]) == pytest.approx(float(d_loss))
+    assert float(out["g_loss"]) == pytest.approx(g_loss.item()) and float(out["d_loss"]) == pytest.approx(d_loss.item())
 
 
 def test_lazy_gradient_penalty_joins_every_kth_step_weighted_k_times():
