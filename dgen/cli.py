@@ -7,6 +7,7 @@
     dgen train --model vae [...]                       same as `accelerate launch dgen/train.py ...`
     dgen sample --run RUN_DIR [--n 64]                 images from a trained run's latest checkpoint
     dgen eval --run RUN_DIR [--untrained] | --data DIR FID/KID (classifier features) of a run, or train vs test
+    dgen eval --images PATH --data DIR [--split S]     FID/KID of any generator's images (PNG/JPEG folder, .npy, .npz)
     dgen eval --table RUN_DIR... [--out F] [--wandb]   domain-adaptation accuracy table (methods x pairs)
 
 `dgen shard SOURCE --help` lists the options of one source.
@@ -45,6 +46,13 @@ def _add_shard(sub) -> None:
                         help="succeed even if a split ends empty (all its items unreadable)")
         cls.add_arguments(sp)
         sp.set_defaults(run=_run_shard, source_cls=cls)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _size(text: str) -> int | None:
@@ -121,16 +129,30 @@ def _run_sample(args) -> int:
 def _run_eval(args) -> int:
     import json
 
-    from dgen.engine.scores import score_floor, score_run
+    from dgen.engine.scores import score_floor, score_images, score_run
 
+    if args.images and (args.run_dir or args.table):
+        raise DgenError("--images goes with --data SHARDS, not with --run or --table")
+    if args.images and not args.data:
+        raise DgenError("--images needs --data SHARDS: the shards whose classifier and split are the reference")
     if sum(map(bool, (args.run_dir, args.data, args.table))) != 1:
-        raise DgenError("dgen eval needs one of --run RUN_DIR, --data SHARDS or --table RUN_DIR...")
+        raise DgenError("dgen eval needs one of --run RUN_DIR, --data SHARDS [--images PATH] or --table RUN_DIR...")
+    if args.split and not args.images:
+        raise DgenError("--split goes with --images (--data alone scores train against test)")
+    if args.fid_classifier_steps and not args.data:
+        raise DgenError("--fid-classifier-steps goes with --data (a run uses its own)")
+    if args.image_size and not args.data:
+        raise DgenError("--image-size goes with --data (a run uses its own)")
     if args.table:
         return _table(args)
+    steps = {"steps": args.fid_classifier_steps} if args.fid_classifier_steps else {}
+    steps["image_size"] = args.image_size
     if args.run_dir:
         result = score_run(args.run_dir, untrained=args.untrained, samples=args.samples)
+    elif args.images:
+        result = score_images(args.images, args.data, split=args.split or "test", samples=args.samples, **steps)
     else:
-        result = score_floor(args.data)
+        result = score_floor(args.data, samples=args.samples, **steps)
     print(json.dumps(result))
     return 0
 
@@ -197,13 +219,32 @@ def build_parser() -> argparse.ArgumentParser:
                    "is the run's --seed)")
     p.add_argument("--out", help="PNG path (default: RUN/images/sampled-seedS.png)")
     p.set_defaults(run=_run_sample)
-    p = _command(sub, "eval", "FID/KID (classifier features) of a run, of train vs test (the floor), or the adaptation table",
+    p = _command(sub, "eval", "FID/KID (classifier features) of a run, of any generator's images, of train vs test "
+                 "(the floor), or the adaptation table; one JSON line",
                  "dgen eval --run runs/dcgan\n  dgen eval --data shards/digits     # the floor\n"
+                 "  dgen eval --images samples/ --data shards/digits   # PNG/JPEG files, or samples.npy / .npz\n"
                  "  dgen eval --table runs/* --out table.md")
     p.add_argument("--run", dest="run_dir", help="run folder: score its latest checkpoint")
     p.add_argument("--untrained", action="store_true", help="score the run's architecture freshly initialised")
-    p.add_argument("--samples", type=int, default=2000, help="generated images (default: 2000)")
-    p.add_argument("--data", help="shard folder: FID between its train and test splits")
+    p.add_argument("--samples", type=_positive, default=2000, metavar="N",
+                   help="generated images; with --images the first this many in sorted order; with --data alone "
+                        "the first this many training images, as many as a run's FID uses (default: 2000)")
+    p.add_argument("--data", metavar="SHARDS",
+                   help="shard folder: FID between its train and test splits, or with --images the reference")
+    p.add_argument("--images", metavar="PATH",
+                   help="score these images against --data's test split with the classifier its runs use "
+                        "(comparable with their test/fid_classifier): a folder of PNG/JPEG files (searched "
+                        "recursively, read in sorted path order), or a .npy / .npz (key 'images', or its only "
+                        "array) of uint8 0..255 or float [0, 1] images, N x H x W, N x H x W x C or N x C x H x W "
+                        "(C = 1 or 3); converted to the shards' channels and size")
+    p.add_argument("--split", choices=("train", "test"),
+                   help="with --images: the reference split (default: test); the keys name it (train/fid_classifier)")
+    p.add_argument("--image-size", type=_positive, metavar="PX",
+                   help="with --data: score at this square size, as runs that resize to it do (e.g. 32 for the "
+                        "GANs' MNIST presets; default: the shards' size)")
+    p.add_argument("--fid-classifier-steps", type=_positive, metavar="N",
+                   help="with --data: the feature classifier's training steps (default: 600, as runs; "
+                        "a run made with another --fid-classifier-steps is compared with the same N)")
     p.add_argument("--table", nargs="+", metavar="RUN_DIR",
                    help="domain-adaptation runs: their target accuracy table (rows methods, columns pairs)")
     p.add_argument("--out", help="with --table: also write the Markdown table here")

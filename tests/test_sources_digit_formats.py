@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import pickle
 import shutil
 
@@ -52,15 +53,17 @@ def parse(name, argv):
 
 
 # ---- mnist ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("gz", [True, False])
-def test_mnist_reads_idx_files(tmp_path, gz):
-    written = write_mnist(tmp_path, gz=gz)
+@pytest.mark.parametrize("dotted", [False, True], ids=["idx3-ubyte", "dot-idx3-ubyte"])
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "plain"])
+def test_mnist_reads_idx_files(tmp_path, gz, dotted):
+    written = write_mnist(tmp_path, gz=gz, dotted=dotted)
     assert_reads(get_source("mnist")(root=tmp_path), written, "L", 28)
 
 
+@pytest.mark.parametrize("dotted", [False, True], ids=["idx3-ubyte", "dot-idx3-ubyte"])
 @pytest.mark.parametrize("sub", ["raw", "MNIST/raw"])
-def test_mnist_finds_torchvision_layouts(tmp_path, sub):
-    written = write_mnist(tmp_path / sub, n_train=3, n_test=2)
+def test_mnist_finds_torchvision_layouts(tmp_path, sub, dotted):
+    written = write_mnist(tmp_path / sub, n_train=3, n_test=2, dotted=dotted)
     source = parse("mnist", ["--root", str(tmp_path)])
     assert source.options() == {}
     assert_reads(source, written, "L", 28)
@@ -82,7 +85,26 @@ def test_mnist_missing_files_are_named(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\[\.gz\].*--download") as err:
         get_source("mnist")(root=tmp_path)
-    assert "train-images" not in str(err.value)
+    assert "missing t10k-labels-idx1-ubyte[.gz] (" in str(err.value)  # the one missing file, and only it
+    # what the folders do hold is listed, so a misspelt or misplaced file shows up in the message
+    assert "found only: t10k-images-idx3-ubyte.gz, train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz" in str(err.value)
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "t10k-labels.idx1.ubyte").write_bytes(b"")
+    with pytest.raises(DataError, match=r"raw/t10k-labels\.idx1\.ubyte"):
+        get_source("mnist")(root=tmp_path)
+    for f in list(tmp_path.glob("*.gz")) + list((tmp_path / "raw").iterdir()):
+        f.unlink()
+    with pytest.raises(DataError, match="those folders hold no files"):
+        get_source("mnist")(root=tmp_path)
+
+
+def test_mnist_mixed_spellings(tmp_path):
+    """A folder where some files carry the dot and some the dash, plain and gzipped mixed, is complete."""
+    write_mnist(tmp_path, gz=True)
+    for gz in tmp_path.glob("t10k-*.gz"):
+        gz.with_name(gz.name[:-3].replace("-idx", ".idx")).write_bytes(gzip.decompress(gz.read_bytes()))
+        gz.unlink()
+    assert get_source("mnist")(root=tmp_path).splits() == {"train": 12, "test": 7}
 
 
 def test_mnist_wrong_magic(tmp_path):

@@ -73,10 +73,7 @@ class Decoder:
         data = raw.get(self.image_format)
         if data is None:
             raise ValueError(f"sample has no {self.image_format} member")
-        img = self._pixels(data)
-        if self.image_size is not None and tuple(img.shape[-2:]) != (self.image_size, self.image_size):
-            img = TF.resize(img, [self.image_size, self.image_size], antialias=True)
-        out = {"image": img, "key": raw["__key__"]}
+        out = {"image": self.image(data), "key": raw["__key__"]}
         if self.labelled:
             out["label"] = int(raw["cls"])
         if self.attributes:
@@ -84,19 +81,28 @@ class Decoder:
             out["attrs"] = [int(attrs[a]) for a in self.attributes]
         return out
 
-    def _pixels(self, data: bytes) -> torch.Tensor:
+    def image(self, data: bytes) -> torch.Tensor:
+        """Stored image bytes (the decoder's format; png also reads jpg) -> uint8 [C, H, W]."""
         if self.image_format == "npy":
-            arr = npy_image(data)
-            if self.channels in (None, arr.shape[2]):
-                return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # a copy: the tar bytes are read-only
-            im = npy_to_pil(arr)  # channel conversion by PIL's rules, as below
+            return self.fit(npy_image(data))
+        with Image.open(io.BytesIO(data)) as im:
+            return self.fit(im)
+
+    def fit(self, im: Image.Image | np.ndarray) -> torch.Tensor:
+        """A PIL image or a uint8 H x W x 1|3 array -> uint8 [C, H, W] in the requested channels (PIL's rules: L -> RGB
+        repeats the channel, RGB -> L is luma) and size (bilinear, antialiased)."""
+        if isinstance(im, np.ndarray) and self.channels in (None, im.shape[2]):
+            img = torch.from_numpy(im.copy()).permute(2, 0, 1)  # a copy: tar bytes and memory maps are read-only
         else:
-            im = Image.open(io.BytesIO(data))
-        with im:
+            if isinstance(im, np.ndarray):
+                im = npy_to_pil(im)
             if self.channels is not None and im.mode != MODES[self.channels]:
-                im = im.convert(MODES[self.channels])  # L -> RGB repeats the channel; RGB -> L is luma
+                im = im.convert(MODES[self.channels])
             arr = np.array(im)  # a writable copy that outlives the file
-        return torch.from_numpy(arr).unsqueeze(0) if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
+            img = torch.from_numpy(arr).unsqueeze(0) if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
+        if self.image_size is not None and tuple(img.shape[-2:]) != (self.image_size, self.image_size):
+            img = TF.resize(img, [self.image_size, self.image_size], antialias=True)
+        return img
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -8,14 +8,18 @@ and of the fake images); torchmetrics merges the statistics across ranks, so eve
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import torch
 
-from dgen.data.stream import eval_loader
-from dgen.eval.fid import FID, inception_extractor, load_or_train_feature_classifier
+from dgen.data.stream import eval_loader, to_float
+from dgen.eval.fid import FID, feature_image_shape, inception_extractor, load_or_train_feature_classifier
+from dgen.eval.image_files import load_images
 
 log = logging.getLogger(__name__)
+
+FEW_IMAGES = 2000  # FID's bias (upward, ~1/N) makes scores of fewer images hard to compare
 
 
 class SampleScores:
@@ -70,11 +74,46 @@ def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: 
     return scores()
 
 
-def score_floor(data: str, *, steps: int = 600, device: str = "cpu") -> dict[str, float]:
-    """FID/KID (classifier features) between the train and test splits: the best a generator can expect."""
-    extractor, _ = load_or_train_feature_classifier(data, device=device, steps=steps)
+def score_floor(data: str, *, steps: int = 600, samples: int | None = 2000, image_size: int | None = None,
+                device: str = "cpu") -> dict:
+    """FID/KID (classifier features) of the first `samples` training images (all if None) against the test split:
+    the best a generator scored on `samples` images can expect (FID's bias grows as the sample shrinks, so a run's
+    2,000 samples are compared with 2,000 real ones). `image_size`: that of the runs compared with (default: the
+    shards')."""
+    image_size, channels = feature_image_shape(data, image_size)
+    extractor, _ = load_or_train_feature_classifier(data, device=device, steps=steps, image_size=image_size,
+                                                    channels=channels)
     fid = FID(extractor, device, batch_size=256)
-    fid.real_stats(eval_loader(data, "test", batch_size=256))
-    fid.fake_stats(eval_loader(data, "train", batch_size=256))
+    fid.real_stats(eval_loader(data, "test", batch_size=256, image_size=image_size, channels=channels))
+    train = (b["image"] for b in eval_loader(data, "train", batch_size=256, image_size=image_size, channels=channels))
+    images = torch.cat(list(itertools.islice(train, -(-samples // 256)))) if samples else torch.cat(list(train))
+    images = images[:samples]  # the loader's floats in [-1, 1]
+    fid.fake_stats(images.split(256))
     score = fid.score()
-    return {"test/fid_classifier": score["fid"], "test/kid_classifier": score["kid"]}
+    return {"test/fid_classifier": score["fid"], "test/kid_classifier": score["kid"], "images": len(images),
+            "reference": f"{data} test split", "image_size": image_size}
+
+
+def score_images(images, data: str, *, split: str = "test", samples: int = 2000, steps: int = 600,
+                 image_size: int | None = None, device: str = "cpu") -> dict:
+    """FID/KID (classifier features) of the first `samples` images of `images` (a folder of PNG/JPEG files, a .npy
+    or a .npz: dgen.eval.image_files) against `split` of `data`, with the classifier and the reference images a
+    run on `data` uses (same cache): with split "test" and a run's fid_classifier_steps, comparable with that run's
+    test/fid_classifier. The keys name the reference split ("train/fid_classifier" against the train split)."""
+    image_size, channels = feature_image_shape(data, image_size)
+    # The input is read and checked, and the reference opened, before the classifier's possibly long training.
+    fakes, found = load_images(images, image_size=image_size, channels=channels, limit=samples)
+    reference = eval_loader(data, split, batch_size=256, image_size=image_size, channels=channels)
+    if found > len(fakes):
+        log.info("scoring the first %d of the %d images in %s (in sorted order)", len(fakes), found, images)
+    if len(fakes) < FEW_IMAGES:
+        log.warning("scoring %d images: FID is biased upward below %d, so compare only scores of as many images",
+                    len(fakes), FEW_IMAGES)
+    extractor, _ = load_or_train_feature_classifier(data, device=device, steps=steps, image_size=image_size,
+                                                    channels=channels)
+    fid = FID(extractor, device, batch_size=256)
+    fid.real_stats(reference)
+    fid.fake_stats(to_float(fakes).split(256))
+    score = fid.score()
+    return {f"{split}/fid_classifier": score["fid"], f"{split}/kid_classifier": score["kid"], "images": len(fakes),
+            "reference": f"{data} {split} split", "image_size": image_size}

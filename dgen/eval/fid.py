@@ -81,6 +81,12 @@ def _resolve_shape(manifest, image_size: int | None, channels: int | None) -> tu
     return int(image_size), int(channels if channels is not None else manifest.channels)
 
 
+def feature_image_shape(data, image_size: int | None = None) -> tuple[int, int]:
+    """(image size, channels) of the feature classifier for `data` at `image_size` (default: the manifest's square
+    size) in the manifest's channels: what a run on `data` at that size uses."""
+    return _resolve_shape(load_manifest(data), image_size, None)
+
+
 @torch.no_grad()
 def classifier_accuracy(model: nn.Module, data, split: str = "test", *, image_size: int, channels: int,
                         batch_size: int = 256, device="cpu") -> float:

@@ -96,7 +96,7 @@ class GANConfig:
     arch: str = "dcgan"  # dcgan | mnist (seed 003, 28 px) | mlp (seed 003 WGAN) | unbalanced (seed 001)
     loss: str = "bce"  # bce | lsgan | wgan
     nz: int = 100  # latent size
-    width: int = 64  # ngf = ndf for the DCGAN architectures
+    width: int = 64  # ngf = ndf (base width) for the convolutional architectures: dcgan, mnist
     d_norm: str = "batch"  # the DCGAN discriminator's normalisation: batch | layer | none (WGAN-GP critics)
     optimizer: str = "adam"  # adam | rmsprop
     lr_d: float = 0.0  # 0: the trainer's --lr
@@ -165,7 +165,7 @@ class GAN(Method):
         elif hp.arch == "mnist":
             if d.image_size != 28:
                 raise ValueError(f"arch mnist (seed 003) makes 28x28 images; pass --image-size 28 (data: {d.image_size})")
-            g, dis = nets.MnistGenerator(hp.nz, d.channels), nets.MnistDiscriminator(d.channels)
+            g, dis = nets.MnistGenerator(hp.nz, d.channels, hp.width), nets.MnistDiscriminator(d.channels, hp.width)
         elif hp.arch == "mlp":
             g = nets.MlpGenerator(nz=hp.nz, image_size=d.image_size, channels=d.channels)
             dis = nets.MlpCritic(image_size=d.image_size, channels=d.channels)

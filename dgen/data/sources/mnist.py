@@ -4,12 +4,17 @@
     dgen shard mnist-m --root data/mnist_m --out shards/mnist-m  # pre-built MNIST-M, 28x28 RGB
     dgen shard mnist-m --mnist-root data/mnist --backgrounds data/BSR/BSDS500/data/images/train \\
                        --out shards/mnist-m                      # the recipe: MNIST blended on photos
+    dgen shard mnist-m --mnist-root data/mnist --backgrounds embedded --out shards/mnist-m
+                       # the recipe on the 7 photos that ship in scikit-learn and scikit-image (no download;
+                       # not the paper's BSDS500 target, so not comparable with its numbers)
 
 MNIST layout: the four idx files, gzipped or not, in ROOT, ROOT/raw or ROOT/MNIST/raw (the last
 is what torchvision's downloader writes, so `--download` and an existing torchvision cache both work):
 
     train-images-idx3-ubyte[.gz]  train-labels-idx1-ubyte[.gz]
     t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]
+
+Mirrors that write a dot before `idx` (`train-images.idx3-ubyte`) are read as well.
 
 Pre-built MNIST-M layouts (ROOT may also be the folder that holds `mnist_m/`):
 
@@ -33,6 +38,7 @@ from PIL import Image
 
 from dgen.data.sources.base import ArraySource, Sample, Source, register, require_files
 from dgen.data.sources.blend import PhotoSet, blend_item
+from dgen.data.sources.digits import EmbeddedPhotos
 from dgen.errors import DataError, UnreadableSample
 
 DIGITS = [str(d) for d in range(10)]
@@ -91,8 +97,17 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
 
 
+def _variants(name: str) -> list[str]:
+    """The spellings a distributed idx file goes by, plain before gzipped (torchvision keeps both, and the plain
+    file needs no decompression): `train-images-idx3-ubyte` as on LeCun's page and torchvision, and
+    `train-images.idx3-ubyte`, a dot before `idx`, as several mirrors ship it."""
+    dotted = name.replace("-idx", ".idx")
+    return [name, dotted, name + ".gz", dotted + ".gz"]
+
+
 def find_mnist_files(root: Path) -> dict[str, Path]:
-    """Locate each idx file (plain or .gz) in ROOT, ROOT/raw, ROOT/MNIST/raw; DataError naming all missing."""
+    """Locate each idx file (either spelling, plain or .gz) in ROOT, ROOT/raw, ROOT/MNIST/raw; one DataError naming
+    every missing file and listing what those folders do hold."""
     root = Path(root)
     names = [n for pair in MNIST_FILES.values() for n in pair]
     if not root.is_dir():
@@ -100,15 +115,18 @@ def find_mnist_files(root: Path) -> dict[str, Path]:
     folders = [root, root / "raw", root / "MNIST" / "raw"]
     found, missing = {}, []
     for name in names:
-        # plain first: torchvision keeps both, and the plain file needs no decompression
-        hits = [d / n for d in folders for n in (name, name + ".gz") if (d / n).is_file()]
+        hits = [d / n for d in folders for n in _variants(name) if (d / n).is_file()]
         if hits:
             found[name] = hits[0]
         else:
             missing.append(name + "[.gz]")
     if missing:
         where = ", ".join(str(d) for d in folders)
-        raise DataError(f"mnist: missing {', '.join(missing)} (looked in {where}){DOWNLOAD_HINT}")
+        present = sorted(str(p.relative_to(root)) for d in folders if d.is_dir() for p in d.iterdir() if p.is_file())
+        held = (f"; found only: {', '.join(present[:12])}{' ...' if len(present) > 12 else ''}" if present
+                else "; those folders hold no files")
+        raise DataError(f"mnist: missing {', '.join(missing)} (looked in {where}; '.idx' for '-idx' is accepted too)"
+                        f"{held}{DOWNLOAD_HINT}")
     return found
 
 
@@ -188,10 +206,11 @@ class Mnist(ArraySource):
 
 # ---- MNIST-M --------------------------------------------------------------------------------
 MNISTM_SPLITS = ("train", "test")
+EMBEDDED = "embedded"  # --backgrounds embedded: dgen.data.sources.digits.EmbeddedPhotos
 MNISTM_USAGE = (
     "mnist-m needs either --root DIR with pre-built MNIST-M (mnist_m_train/ + mnist_m_train_labels.txt "
     "and the same for test, or mnist_m_train.pt + mnist_m_test.pt), or --mnist-root DIR (MNIST idx files) "
-    "with --backgrounds DIR (e.g. BSDS500 photos) to build it with the recipe"
+    "with --backgrounds DIR (e.g. BSDS500 photos, or 'embedded') to build it with the recipe"
 )
 
 
@@ -313,13 +332,16 @@ class MnistM(Source):
 
     root: Path | None = None  # pre-built MNIST-M
     mnist_root: Path | None = None  # the recipe: MNIST idx files ...
-    backgrounds: Path | None = None  # ... and a folder of photos
+    backgrounds: Path | str | None = None  # ... and a folder of photos, or "embedded"
     seed: int = 0  # recipe only: photo choice and crop position
 
     def __post_init__(self):
         self.classes = DIGITS
+        embedded = self.backgrounds == EMBEDDED
         self.root, self.mnist_root, self.backgrounds = (
             None if p is None else Path(p) for p in (self.root, self.mnist_root, self.backgrounds))
+        if embedded:
+            self.backgrounds = EMBEDDED
         recipe = self.mnist_root is not None or self.backgrounds is not None
         if self.root is not None and recipe:
             raise DataError(MNISTM_USAGE + ", not both")
@@ -328,7 +350,7 @@ class MnistM(Source):
             self.mode = self.prebuilt.mode
         elif self.mnist_root is not None and self.backgrounds is not None:
             self.mnist = Mnist(self.mnist_root)
-            self.photos = PhotoSet.from_folder(self.backgrounds)
+            self.photos = EmbeddedPhotos() if self.backgrounds == EMBEDDED else PhotoSet.from_folder(self.backgrounds)
             self.mode = "recipe"
         else:
             raise DataError(MNISTM_USAGE)
@@ -345,6 +367,8 @@ class MnistM(Source):
     def options(self) -> dict:
         if self.mode != "recipe":
             return {"mode": self.mode}
+        if self.backgrounds == EMBEDDED:
+            return {"mode": "recipe", "seed": self.seed, "photos": "sklearn+skimage:" + ",".join(EmbeddedPhotos.SKIMAGE)}
         # which photos were used changes the output; their folder's location does not
         names = "\n".join(p.relative_to(self.backgrounds).as_posix() for p in self.photos.paths)
         return {"mode": "recipe", "seed": self.seed, "photos": len(self.photos.paths),
@@ -354,7 +378,8 @@ class MnistM(Source):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--root", type=Path, metavar="DIR", help="pre-built MNIST-M (png folders or .pt files)")
         parser.add_argument("--mnist-root", type=Path, metavar="DIR", help="recipe: MNIST idx files (as for `mnist`)")
-        parser.add_argument("--backgrounds", type=Path, metavar="DIR", help="recipe: folder of photos, e.g. BSDS500")
+        parser.add_argument("--backgrounds", metavar="DIR", help="recipe: folder of photos, e.g. BSDS500's, or "
+                            "'embedded': the 7 photos that ship in scikit-learn and scikit-image")
         parser.add_argument("--seed", type=int, default=0, help="recipe: seed of the photo choice and crop position")
         parser.add_argument("--download", action="store_true",
                             help="recipe: fetch MNIST into --mnist-root first (photos and pre-built MNIST-M "
