@@ -80,3 +80,14 @@ def test_a_short_dcgan_run_on_real_mnist(mnist_shards, tmp_path):
               if "test/fid_classifier" in line]
     assert scored and scored[-1]["step"] == 6 and scored[-1]["test/fid_classifier"] > 0
     assert list((run / "images").glob("*.png"))
+    # the judge on MNIST is the FID feature classifier (the 8x8 judge is fitted to the embedded digits' framing)
+    verdict = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "judge/" in line][-1]
+    assert 0.1 <= verdict["judge/confidence"] <= 1 and 1 <= verdict["judge/classes_covered"] <= 10
+    assert "FID feature classifier" in (run / "report.md").read_text()
+    # `dgen eval --run` gives the same FID and verdict from the checkpoint, in another process
+    again = subprocess.run([sys.executable, "-m", "dgen", "eval", "--run", str(run), "--samples", "256"],
+                           capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    scores = json.loads(again.stdout)
+    assert scores["test/fid_classifier"] == pytest.approx(scored[-1]["test/fid_classifier"], rel=1e-4)
+    assert scores["judge/confidence"] == pytest.approx(verdict["judge/confidence"], rel=1e-4)

@@ -39,8 +39,8 @@ def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str
                                 _test_batches(source, "test", cfg, acc.device) if source else None)
             pictures.update(method.report(ctx))
         step = tracker.records[-1]["step"] if tracker.records else 0
-        if method.generative and method.data.dataset == "digits":
-            tracker.log(_judge(method, cfg), step)
+        if method.generative and (method.data.dataset == "digits" or (cfg.fid and method.data.classes)):
+            tracker.log(judge(method, cfg, location), step)
         tracker.images(pictures, step)
         _markdown(cfg, run_dir, tracker.records, pictures, method.generative)
     acc.wait_for_everyone()
@@ -58,14 +58,23 @@ def _test_batches(location: str, split: str, cfg, device) -> list[dict]:
     return batches
 
 
-def _judge(method, cfg, n: int = 1000) -> dict[str, float]:
-    """How digit-like 1000 random samples are, by a classifier trained on the real digits (see
-    dgen.eval.digits_judge): mean top-class probability, share above 0.9, classes with >= 2%."""
-    from dgen.eval.digits_judge import DigitJudge
+def judge(method, cfg, location: str, n: int = 1000) -> dict[str, float]:
+    """How digit-like (class-like) 1000 random samples are: mean top-class probability, share above 0.9, classes
+    with >= 2%. The embedded digits are read by the 8x8 judge fitted on the real digits (dgen.eval.digits_judge);
+    other labelled data by the FID feature classifier trained on its train split (cached by the FID scores)."""
+    from dgen.eval.digits_judge import DigitJudge, classifier_verdict
+    from dgen.eval.fid import load_or_train_feature_classifier
 
     z = method.noise(n, torch.Generator().manual_seed(cfg.seed + 1))
     device = next(method.unwrap(next(iter(method.models))).parameters()).device
-    verdict = DigitJudge.fit().judge(method.sample(z.to(device)).float().cpu())
+    with torch.no_grad():
+        samples = method.sample(z.to(device)).float().cpu()
+    if method.data.dataset == "digits":
+        verdict = DigitJudge.fit().judge(samples)
+    else:
+        classifier, _ = load_or_train_feature_classifier(location, image_size=cfg.image_size, channels=cfg.channels,
+                                                         steps=cfg.fid_classifier_steps)
+        verdict = classifier_verdict(classifier.cpu(), samples)
     return {"judge/confidence": verdict["confidence"], "judge/confident_fraction": verdict["confident_fraction"],
             "judge/classes_covered": verdict["classes_covered"]}
 
@@ -82,8 +91,11 @@ def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]
     lines += [f"| {k} | {v:.6g} |" for k, v in last_test.items() if k != "step"]
     lines += [f"| {k} | {v:.6g} |" for k, v in judge.items() if k != "step"]
     if judge:
-        lines += ["", "judge/*: 1000 random samples read by a classifier trained on the real digits "
-                  "(real test digits score confidence 0.95, an untrained model 0.24)."]
+        by = ("a classifier fitted on the real 8x8 digits (real test digits score confidence 0.95, an untrained model "
+              "0.24)" if cfg.data == "digits" or cfg.data.endswith("/digits") else
+              "the FID feature classifier, trained on the train split (`dgen eval --run RUN --untrained` gives an "
+              "untrained model's figures)")
+        lines += ["", f"judge/*: 1000 random samples read by {by}."]
     bad = (last_train.get("data/skipped_samples", 0), last_train.get("data/skipped_shards", 0))
     if any(bad):
         lines += ["", f"**Damaged data skipped during training: {bad[0]:g} undecodable samples, {bad[1]:g} unreadable "

@@ -52,8 +52,9 @@ class SampleScores:
 
 
 def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: str = "cpu") -> dict[str, float]:
-    """FID/KID (classifier features) of a trained run's latest checkpoint against its test split, in one
-    process; `untrained=True` scores the same architecture freshly initialised (the ceiling)."""
+    """FID/KID (classifier features) of a trained run's latest checkpoint against its test split, and the judge's
+    verdict on its samples (labelled data), in one process; `untrained=True` scores the same architecture freshly
+    initialised (the ceiling)."""
     from types import SimpleNamespace
 
     from dgen.data.auto import check_data
@@ -71,7 +72,14 @@ def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: 
     location = check_data(cfg.data, cfg.shards_root)
     acc = SimpleNamespace(device=torch.device(device), process_index=0, num_processes=1, is_main_process=True)
     scores = SampleScores(acc, method, location, "test", cfg)
-    return scores()
+    result = scores()
+    from dgen.data.manifest import load_manifest
+
+    if load_manifest(location).classes and not cfg.inception_weights:  # as the run's report: how class-like
+        from dgen.engine.report import judge  # its samples are
+
+        result.update(judge(method, cfg, location))
+    return result
 
 
 def score_floor(data: str, *, steps: int = 600, samples: int | None = 2000, image_size: int | None = None,

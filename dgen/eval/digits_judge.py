@@ -109,17 +109,31 @@ class DigitJudge:
             return self.model.predict_proba(to_features(images))
 
     def judge(self, images: torch.Tensor) -> dict:
-        """Summary of how digit-like a batch is: mean max-probability ("confidence"), the fraction with
-        max-probability >= 0.9, predicted-class counts, classes with >= 2% of the samples, and N."""
+        """Summary of how digit-like a batch is (see `verdict`)."""
         if len(images) == 0:
             raise ValueError("no images to judge")
-        p = self.predict_proba(images)
-        top = p.max(1)
-        hist = np.bincount(p.argmax(1), minlength=10)
-        return {
-            "confidence": float(top.mean()),
-            "confident_fraction": float((top >= CONFIDENT).mean()),
-            "class_histogram": [int(c) for c in hist],
-            "classes_covered": int((hist >= COVERED * len(p)).sum()),
-            "n": int(len(p)),
-        }
+        return verdict(self.predict_proba(images))
+
+
+def verdict(p: np.ndarray) -> dict:
+    """[N, classes] probabilities of N samples -> mean max-probability ("confidence"), the fraction with
+    max-probability >= 0.9, predicted-class counts, classes with >= 2% of the samples, and N."""
+    top = p.max(1)
+    hist = np.bincount(p.argmax(1), minlength=p.shape[1])
+    return {
+        "confidence": float(top.mean()),
+        "confident_fraction": float((top >= CONFIDENT).mean()),
+        "class_histogram": [int(c) for c in hist],
+        "classes_covered": int((hist >= COVERED * len(p)).sum()),
+        "n": int(len(p)),
+    }
+
+
+@torch.no_grad()
+def classifier_verdict(classifier: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> dict:
+    """The same summary by another classifier of [N, C, H, W] images in [-1, 1], e.g. the FID feature classifier
+    that dgen trains on a labelled dataset's train split (dgen.eval.fid): the judge for data other than the
+    embedded digits (MNIST's 20 px digits in a 28 px frame are not what the 8x8 judge above was fitted to)."""
+    device = next(classifier.parameters()).device
+    p = torch.cat([classifier(x.to(device).float()).softmax(1).cpu() for x in images.split(batch_size)])
+    return verdict(p.double().numpy())
