@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from dgen.data.manifest import load_manifest
 from dgen.data.shard import write_shards
@@ -91,3 +92,11 @@ def test_a_short_dcgan_run_on_real_mnist(mnist_shards, tmp_path):
     scores = json.loads(again.stdout)
     assert scores["test/fid_classifier"] == pytest.approx(scored[-1]["test/fid_classifier"], rel=1e-4)
     assert scores["judge/confidence"] == pytest.approx(verdict["judge/confidence"], rel=1e-4)
+    # the results page's row and figure come from the run folder alone
+    from dgen.eval.results import markdown, sample_figure, summary
+
+    row = summary(run)
+    assert (row["model"], row["steps"], row["batch"], row["fid"]) == ("dcgan", 6, 32, scored[-1]["test/fid_classifier"])
+    assert markdown([row]).splitlines()[2].startswith(f"| dcgan | 6 x 32 | 28 | {row['fid']:.1f} |")
+    with Image.open(sample_figure([row, row], tmp_path / "figure.png")) as im:
+        assert im.width > 500

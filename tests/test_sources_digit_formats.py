@@ -261,6 +261,27 @@ def test_mnistm_recipe(tmp_path):
     assert not all(same)
 
 
+def test_mnistm_recipe_on_the_embedded_photos(tmp_path):
+    """`--backgrounds embedded`: the 7 photos that ship in scikit-learn and scikit-image, as digits-m uses."""
+    from dgen.data.sources.digits import EmbeddedPhotos
+
+    digits = write_mnist(tmp_path / "mnist", n_train=4, n_test=3)
+    source = parse("mnist-m", ["--mnist-root", str(tmp_path / "mnist"), "--backgrounds", "embedded"])
+    assert source.options() == {"mode": "recipe", "seed": 0,
+                                "photos": "sklearn+skimage:astronaut,chelsea,coffee,rocket,immunohistochemistry"}
+    photos = EmbeddedPhotos()
+    sample = pickle.loads(pickle.dumps(source)).read("test", 2)  # a loader worker's copy builds the same image
+    digit = digits["test"][2][0].astype(np.int16)[:, :, None]
+    out = np.asarray(sample.image)
+    assert sample.label == digits["test"][2][1] and np.array_equal(out, np.asarray(source.read("test", 2).image))
+    assert any(np.array_equal(np.abs(p[y:y + 28, x:x + 28].astype(np.int16) - digit), out)
+               for p in (photos.get(i) for i in range(len(photos)))
+               for y in range(0, p.shape[0] - 27) for x in range(0, p.shape[1] - 27)
+               if np.array_equal(np.abs(p[y, x].astype(np.int16) - digit[0, 0]), out[0, 0]))
+    with pytest.raises(DataError, match="background folder embeded does not exist"):
+        parse("mnist-m", ["--mnist-root", str(tmp_path / "mnist"), "--backgrounds", "embeded"])
+
+
 def test_mnistm_recipe_pickles_and_where_digit_is_zero_shows_the_photo(tmp_path):
     # a real-looking digit: mostly black background
     write_mnist(tmp_path / "mnist", n_train=1, n_test=1, gz=False)
