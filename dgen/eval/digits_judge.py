@@ -133,7 +133,9 @@ def verdict(p: np.ndarray) -> dict:
 def classifier_verdict(classifier: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> dict:
     """The same summary by another classifier of [N, C, H, W] images in [-1, 1], e.g. the FID feature classifier
     that dgen trains on a labelled dataset's train split (dgen.eval.fid): the judge for data other than the
-    embedded digits (MNIST's 20 px digits in a 28 px frame are not what the 8x8 judge above was fitted to)."""
+    embedded digits (MNIST's 20 px digits in a 28 px frame are not what the 8x8 judge above was fitted to).
+    A CNN's softmax does not fall towards uniform far from the data: on MNIST, 1,000 real test digits score confidence
+    0.98 over 10 classes, 1,000 uniform-noise images 1.00 in one class. Read its confidence with classes covered."""
     device = next(classifier.parameters()).device
     p = torch.cat([classifier(x.to(device).float()).softmax(1).cpu() for x in images.split(batch_size)])
     return verdict(p.double().numpy())
