@@ -263,7 +263,10 @@ def test_presets_for_the_seeds_pairs(pair):
         assert cfg.image_size == 32 and cfg.max_steps >= 500, (model, pair)
         if model == "gta":  # the reference implementation's Adam(5e-4, beta1 0.8); seed 002's networks on its pairs
             assert (cfg.lr, cfg.beta1) == (5e-4, 0.8)
-            assert cfg.method.arch == ("cnn" if pair == "digits:digits-m" else "gta")
+            # the CPU presets (the embedded pair, MNIST -> MNIST-M) keep the shared F and C of the other rows
+            assert cfg.method.arch == ("cnn" if pair in ("digits:digits-m", "mnist:mnist-m") else "gta")
+        if pair == "mnist:mnist-m":  # a CPU preset: every method 3,000 steps of 64 (+64) images
+            assert (cfg.max_steps, cfg.batch_size) == (3000, 64), model
     assert resolve({"model": "dann", "data": f"shards/{pair.replace(':', ':shards/')}"}).max_steps == \
         resolve({"model": "dann", "data": pair}).max_steps  # folders name the same pair
 
