@@ -4,7 +4,8 @@ Each returns (trainer overrides, method overrides); anything not named keeps the
 default. Sources: seed 001 (CelebA VAE: latent 128, KL weight 0.00025, Adam lr 0.005, batch 128,
 5 epochs at 64 px), seed 002 (latent 512, KL weight 1e-5: `--latent-dim 512 --kl-weight 1e-5`),
 seed 003 (MNIST MLP VAE: latent 32, Adam 1e-3, 10 epochs). The embedded-digits presets are dgen's
-own, tuned so the default CPU run finishes in minutes with recognisable samples.
+own, tuned so the default CPU run finishes in minutes with recognisable samples; the MNIST ones finish
+their default run in at most 20 minutes on 2 CPU cores (MNIST -> MNIST-M: 30), measured in docs/results.md.
 GANs: DCGAN's Adam(2e-4, beta1 0.5); WGAN (seed 003) RMSprop 5e-5 with n_critic 5; WGAN-GP
 Adam(1e-4, betas 0, 0.9); vaegan (seed 001) Adam lr 0.005 and batch 128 on CelebA.
 """
