@@ -222,6 +222,22 @@ def test_target_labels_never_reach_dann(adaptation_runs, tmp_path, digits_shards
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_two_process_gan_on_other_labelled_data_gets_the_judge(tmp_path, digits_m_shards):
+    """On labelled data other than the embedded digits the report's judge is the FID feature classifier, read on
+    the main process alone while the other rank waits at the report's end: no collective inside it, no hang."""
+    run = tmp_path / "run"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "launch" / "cpu-2proc.yaml"), "--main_process_port",
+           str(_free_port()), str(TRAIN), "--model", "dcgan", "--data", str(digits_m_shards), "--out", str(run),
+           "--max-steps", "2", "--batch-size", "8", "--num-workers", "0", "--tracker", "none", "--eval-every", "2",
+           "--fid-samples", "64", "--fid-classifier-steps", "20", "--dist-timeout", "60"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    verdict = [r for r in rows(run) if "judge/classes_covered" in r]
+    assert len(verdict) == 1 and 1 <= verdict[0]["judge/classes_covered"] <= 10
+
+
 @pytest.mark.parametrize("model", ["dann", "gta"])
 def test_two_processes_keep_every_network_identical(tmp_path, model, digits_shards, digits_m_shards):
     run = tmp_path / "run"

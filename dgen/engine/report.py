@@ -39,7 +39,8 @@ def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str
                                 _test_batches(source, "test", cfg, acc.device) if source else None)
             pictures.update(method.report(ctx))
         step = tracker.records[-1]["step"] if tracker.records else 0
-        if method.generative and (method.data.dataset == "digits" or (cfg.fid and method.data.classes)):
+        if method.generative and (method.data.dataset == "digits" or
+                                  (cfg.fid and not cfg.inception_weights and method.data.classes)):
             tracker.log(judge(method, cfg, location), step)
         tracker.images(pictures, step)
         _markdown(cfg, run_dir, tracker.records, pictures, method.generative)
@@ -72,8 +73,9 @@ def judge(method, cfg, location: str, n: int = 1000) -> dict[str, float]:
     if method.data.dataset == "digits":
         verdict = DigitJudge.fit().judge(samples)
     else:
+        # the main process alone (the other ranks wait at the report's end): no collective
         classifier, _ = load_or_train_feature_classifier(location, image_size=cfg.image_size, channels=cfg.channels,
-                                                         steps=cfg.fid_classifier_steps)
+                                                         steps=cfg.fid_classifier_steps, collective=False)
         verdict = classifier_verdict(classifier.cpu(), samples)
     return {"judge/confidence": verdict["confidence"], "judge/confident_fraction": verdict["confident_fraction"],
             "judge/classes_covered": verdict["classes_covered"]}

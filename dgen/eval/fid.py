@@ -161,7 +161,8 @@ def _is_dist() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def load_or_train_feature_classifier(data, cache_dir=None, **kw) -> tuple[DigitClassifier, float]:
+def load_or_train_feature_classifier(data, cache_dir=None, *, collective: bool = True,
+                                     **kw) -> tuple[DigitClassifier, float]:
     """train_feature_classifier(data, **kw), cached in `cache_dir` (default `<shards>/.dgen-cache`, or
     ~/.cache/dgen for remote shards) as classifier-<key>.pt (weights + metadata) and .json (metadata).
 
@@ -171,7 +172,8 @@ def load_or_train_feature_classifier(data, cache_dir=None, **kw) -> tuple[DigitC
 
     Under torch.distributed every rank must call this: rank 0 loads or trains and writes, the others
     wait at a barrier and load its file (or train the same classifier themselves when the cache folder
-    is not shared between nodes).
+    is not shared between nodes). `collective=False`: one process alone (e.g. the report on the main
+    process), no barrier; it loads the cache or trains in that process.
     """
     device = kw.get("device", "cpu")
     manifest = load_manifest(data)
@@ -215,7 +217,7 @@ def load_or_train_feature_classifier(data, cache_dir=None, **kw) -> tuple[DigitC
         model.cache_hit, model.cache_path = False, pt
         return model, acc
 
-    if _is_dist() and torch.distributed.get_world_size() > 1:
+    if collective and _is_dist() and torch.distributed.get_world_size() > 1:
         if torch.distributed.get_rank() == 0:
             got = load_or_train()
             torch.distributed.barrier()
