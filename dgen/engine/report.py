@@ -39,11 +39,13 @@ def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str
                                 _test_batches(source, "test", cfg, acc.device) if source else None)
             pictures.update(method.report(ctx))
         step = tracker.records[-1]["step"] if tracker.records else 0
-        if method.generative and (method.data.dataset == "digits" or
-                                  (cfg.fid and not cfg.inception_weights and method.data.classes)):
-            tracker.log(judge(method, cfg, location), step)
+        kind = judge_kind(method.data.dataset, method.data.classes, cfg) if method.generative else None
+        if kind == "classifier" and not cfg.fid:  # without FID that classifier was never trained: not for a report
+            kind = None
+        if kind:
+            tracker.log(judge(method, cfg, location, kind), step)
         tracker.images(pictures, step)
-        _markdown(cfg, run_dir, tracker.records, pictures, method.generative)
+        _markdown(cfg, run_dir, tracker.records, pictures, method.generative, kind)
     acc.wait_for_everyone()
 
 
@@ -59,10 +61,18 @@ def _test_batches(location: str, split: str, cfg, device) -> list[dict]:
     return batches
 
 
-def judge(method, cfg, location: str, n: int = 1000) -> dict[str, float]:
-    """How digit-like (class-like) 1000 random samples are: mean top-class probability, share above 0.9, classes
-    with >= 2%. The embedded digits are read by the 8x8 judge fitted on the real digits (dgen.eval.digits_judge);
-    other labelled data by the FID feature classifier trained on its train split (cached by the FID scores)."""
+def judge_kind(dataset: str, classes: list[str] | None, cfg) -> str | None:
+    """Which judge reads a generator's samples: "digits" for the embedded digits (the 8x8 judge fitted on the real
+    digits, dgen.eval.digits_judge), "classifier" for other labelled data scored in classifier features (the FID
+    feature classifier trained on its train split), else None."""
+    if dataset == "digits":
+        return "digits"
+    return "classifier" if classes and not cfg.inception_weights else None
+
+
+def judge(method, cfg, location: str, kind: str, n: int = 1000) -> dict[str, float]:
+    """How digit-like (class-like) 1000 random samples are, by the judge `kind` (judge_kind): mean top-class
+    probability, share above 0.9, classes with >= 2%."""
     from dgen.eval.digits_judge import DigitJudge, classifier_verdict
     from dgen.eval.fid import load_or_train_feature_classifier
 
@@ -70,7 +80,7 @@ def judge(method, cfg, location: str, n: int = 1000) -> dict[str, float]:
     device = next(method.unwrap(next(iter(method.models))).parameters()).device
     with torch.no_grad():
         samples = method.sample(z.to(device)).float().cpu()
-    if method.data.dataset == "digits":
+    if kind == "digits":
         verdict = DigitJudge.fit().judge(samples)
     else:
         # the main process alone (the other ranks wait at the report's end): no collective
@@ -81,7 +91,8 @@ def judge(method, cfg, location: str, n: int = 1000) -> dict[str, float]:
             "judge/classes_covered": verdict["classes_covered"]}
 
 
-def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path], generative: bool = True) -> None:
+def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path], generative: bool = True,
+              judge_kind: str | None = None) -> None:
     last_train = next((r for r in reversed(records) if "images" in r), {})
     last_test = next((r for r in reversed(records) if any(k.startswith("test/") for k in r)), {})
     judge = next((r for r in reversed(records) if "judge/confidence" in r), {})
@@ -94,7 +105,7 @@ def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]
     lines += [f"| {k} | {v:.6g} |" for k, v in judge.items() if k != "step"]
     if judge:
         by = ("a classifier fitted on the real 8x8 digits (real test digits score confidence 0.95, an untrained model "
-              "0.24)" if cfg.data == "digits" or cfg.data.endswith("/digits") else
+              "0.24)" if judge_kind == "digits" else
               "the FID feature classifier, trained on the train split. Its softmax is confident on noise too "
               "(MNIST: real test digits 0.98 over 10 classes, uniform noise 1.00 in one class), so read confidence "
               "with classes covered and FID; `dgen eval --run RUN --untrained` gives an untrained model's figures")

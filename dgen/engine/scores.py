@@ -74,11 +74,11 @@ def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: 
     scores = SampleScores(acc, method, location, "test", cfg)
     result = scores()
     from dgen.data.manifest import load_manifest
+    from dgen.engine.report import judge, judge_kind
 
-    if load_manifest(location).classes and not cfg.inception_weights:  # as the run's report: how class-like
-        from dgen.engine.report import judge  # its samples are
-
-        result.update(judge(method, cfg, location))
+    kind = judge_kind(method.data.dataset, load_manifest(location).classes, cfg)  # a generator's spec has no classes
+    if kind:  # as the run's report: how class-like its samples are
+        result.update(judge(method, cfg, location, kind))
     return result
 
 
