@@ -2,14 +2,15 @@
 #   make train   create/reuse .venv with what training needs, then the main job (a VAE on the embedded digits)
 #   make test    create/reuse .venv, add the test and DeepSpeed extras, run the test suite
 #   make test-fast   the same without the end-to-end tests (a few minutes)
-#   make bench   the benchmark of the README (dgen bench: loader and training vs plain PyTorch)
+#   make bench   the benchmark of docs/performance.md (dgen bench: loader and training vs plain PyTorch)
+#   make figures the pictures in docs/images, redrawn from the run folders of docs/results.md
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: install install-dev train test test-fast bench slurm-deps clean
+.PHONY: install install-dev train test test-fast bench figures slurm-deps clean
 
 install: $(STAMP)
 install-dev: $(DEV)
@@ -51,6 +52,11 @@ slurm-deps:
 
 bench: $(STAMP)
 	$(BIN)/dgen bench $(ARGS)
+
+# The pictures in docs/images, redrawn from the run folders docs/results.md trains (RUNS=... for others).
+RUNS ?= runs/mnist
+figures: $(STAMP)
+	$(BIN)/python -m dgen.eval.figures --runs $(RUNS) --out docs/images
 
 clean:
 	rm -rf $(VENV) bench shards/bench .pytest_cache

@@ -100,3 +100,11 @@ def test_a_short_dcgan_run_on_real_mnist(mnist_shards, tmp_path):
     assert markdown([row]).splitlines()[2].startswith(f"| dcgan | 6 x 32 | 28 | {row['fid']:.1f} |")
     with Image.open(sample_figure([row, row], tmp_path / "figure.png")) as im:
         assert im.width > 500
+    # `make figures`: a run folder named by its model gives the samples figure and the FID-per-step plot
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "dcgan").symlink_to(run)
+    done = subprocess.run([sys.executable, "-m", "dgen.eval.figures", "--runs", str(runs), "--out", str(tmp_path / "fig")],
+                          capture_output=True, text=True, timeout=120, env=env())
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["mnist-gan-fid.png", "mnist-samples.png"]

@@ -379,9 +379,9 @@ def _configure_deepspeed(acc, cfg: Config, method) -> None:
     trained = method.trained()
     if len(trained) > 1:
         raise ConfigError(f"{cfg.model} trains {len(trained)} networks ({', '.join(trained)}); under "
-                          "DeepSpeed Accelerate drives one engine per Accelerator, and one ZeRO engine cannot hold a "
-                          "GAN (the G step back-propagates through D, whose ZeRO-2 gradient partitions then break). "
-                          "Train it with DDP (any non-DeepSpeed launch config) instead")
+                          "DeepSpeed Accelerate drives one engine per Accelerator, which holds one network (for a GAN, "
+                          "one engine for both would break ZeRO-2's gradient partitions: G's step back-propagates "
+                          "through D). Train it with DDP (any non-DeepSpeed launch config) instead")
     if cfg.grad_accum != 1:
         raise ConfigError("under DeepSpeed set gradient_accumulation_steps in the DeepSpeed JSON, not --grad-accum")
     ds = acc.state.deepspeed_plugin.deepspeed_config
