@@ -37,7 +37,8 @@ def resolve(overrides: dict, replay: dict | None = None, dataset: str | None = N
     cfg = blank(model)
     data = overrides.get("data", base.get("data", Config.data))
     if replay is None:
-        top, meth = preset(model, dataset or dataset_name(data), overrides.get("method", {}).get("arch"))
+        adaptation = get_method(model).domains is not None if model in method_names() else None
+        top, meth = preset(model, dataset or dataset_name(data, adaptation), overrides.get("method", {}).get("arch"))
         update(cfg, top)
         update(cfg.method, meth, "method.")
     for source in (base, overrides):

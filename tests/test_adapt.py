@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from dgen.errors import ConfigError
-from dgen.data.domains import PairedLoader, plan_data, split_pair
+from dgen.data.domains import PairedLoader, dataset_name, plan_data, split_pair
 from dgen.data.shard import write_shards
 from dgen.data.sources import get_source
 from dgen.data.sources.base import Sample, Source
@@ -70,6 +71,35 @@ def test_pairs_parse_and_keep_url_colons():
     for bad in ("usps:", ":svhn", "a:b:c"):
         with pytest.raises(DataError, match="SOURCE:TARGET"):
             split_pair(bad)
+
+
+# every location the stream reads, alone and on either side of a pair
+LOCATIONS = ["mnist", "shards/mnist-m", "/data/usps", "http://127.0.0.1:18765/mnist", "https://host/shards/svhn",
+             "http://[::1]:8080/mnist", "pipe:cat shards/mnist/{name}", "pipe:curl -s http://127.0.0.1:18765/m/{name}",
+             "pipe:aws s3 cp s3://bucket/mnist/{name} -", "http://host:8000/a/{name}"]
+
+
+@pytest.mark.parametrize("location", LOCATIONS)
+def test_every_location_reads_alone_and_in_pairs(location):
+    assert split_pair(location) is None and split_pair(location, adaptation=False) is None
+    for other in LOCATIONS:
+        assert split_pair(f"{location}:{other}", adaptation=True) == (location, other)
+        assert split_pair(f"{location}::{other}") == (location, other)  # the explicit separator
+
+
+def test_ambiguous_data_names_the_explicit_separator():
+    # a pipe: command with a colon of its own reads as one location (for a single-domain model) or as a pair
+    text = "pipe:scp host:mnist/{name} /dev/stdout"
+    assert split_pair(text, adaptation=False) is None
+    assert split_pair(text + ":mnist-m", adaptation=True) == (text, "mnist-m")
+    with pytest.raises(DataError, match="SOURCE::TARGET"):
+        split_pair(text + ":mnist-m")  # nothing says which
+    assert split_pair(text + "::mnist-m") == (text, "mnist-m")
+    with pytest.raises(DataError, match="dataset name, shard folder, URL or pipe"):
+        split_pair("pipe:cat shards/mnist/x.tar")  # no {name}
+    assert dataset_name("http://127.0.0.1:18765/mnist") == "mnist"
+    assert dataset_name("pipe:curl -s http://h:1/shards/mnist/{name}") == "mnist"
+    assert dataset_name("pipe:cat a/mnist/{name}:http://h:1/mnist-m", True) == "mnist:mnist-m"
 
 
 def test_gradient_reversal_flips_and_scales_the_gradient():
@@ -206,6 +236,27 @@ def test_table_of_runs(adaptation_runs, tmp_path, digits_shards, digits_m_shards
                              timeout=60).stdout
     assert "adaptation_table" in summary
     assert re.search(rf"dann/digits→digits-m/accuracy_mean\s+{re.escape(str(acc))}\n", summary), summary
+
+
+@pytest.mark.slow
+def test_figures_are_redrawn_from_run_folders(adaptation_runs, tmp_path):
+    """`make figures` (python -m dgen.eval.figures): the DANN t-SNE pictures from a run named dann-s0; the figures
+    whose runs are absent are skipped with a line naming the folder; no runs folder at all is exit 2."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "dann-s0").symlink_to(adaptation_runs["dann"])
+    out = tmp_path / "images"
+    cmd = [sys.executable, "-m", "dgen.eval.figures", "--runs", str(runs), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env())
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["mnist-dann-tsne-class.png", "mnist-dann-tsne-domain.png"]
+    with Image.open(out / "mnist-dann-tsne-domain.png") as im:
+        assert im.mode == "P" and im.width <= 560  # palette, shrunk for the docs
+    assert "skipped mnist-samples.png: none of vae, mlp-vae" in done.stdout
+    assert f"skipped mnist-vae-reconstructions.png: no {runs / 'vae' / 'images' / 'reconstructions.png'}" in done.stdout
+    done = subprocess.run(cmd[:-3] + [str(tmp_path / "nothing"), "--out", str(out)], capture_output=True, text=True,
+                          timeout=120, env=env())
+    assert done.returncode == 2 and "no such folder" in done.stderr
 
 
 @pytest.mark.slow

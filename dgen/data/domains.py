@@ -29,25 +29,81 @@ from dgen.data.manifest import Manifest, load_manifest
 from dgen.data.stream import StreamLoader
 from dgen.errors import ConfigError, DataError
 
-_PAIR = re.compile(r":(?!//)")  # a colon that does not start "://" (remote URLs keep theirs)
+# Colons that belong to a location, not between two: "://", a port ("host:8000/"), an IPv6 host's
+# ("[::1]"), and the one of a "pipe:" prefix. Every other colon is a candidate SOURCE:TARGET split.
+_KEPT = (re.compile(r":(?=//)"), re.compile(r"(?<=://)[^/\s:\[\]]*(:)\d+(?=[/:\s]|$)"),
+         re.compile(r"(?<=://\[)[0-9A-Fa-f:.]*\](:)\d+(?=[/:\s]|$)"), re.compile(r"(?:^|(?<=:))pipe(:)"))
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+EXPLICIT = "::"  # --data 'SOURCE::TARGET': the split the user wrote, for strings a single colon leaves ambiguous
 
 
-def split_pair(data: str) -> tuple[str, str] | None:
-    """("usps", "mnist-m") for "usps:mnist-m"; None for a single dataset; DataError if malformed."""
-    parts = _PAIR.split(data)
-    if len(parts) == 1:
+def _kept_colons(text: str) -> set[int]:
+    kept = {m.start() for m in _KEPT[0].finditer(text)}
+    for rx in _KEPT[1:]:
+        kept |= {m.start(1) for m in rx.finditer(text)}
+    for m in re.finditer(r"\[[^\]]*\]", text):  # inside an IPv6 address
+        kept |= {i for i in range(m.start(), m.end()) if text[i] == ":"}
+    return kept
+
+
+def is_location(text: str) -> bool:
+    """A dataset name, shard folder, `scheme://host[:port]/path` or `pipe:COMMAND` with {name}, as one string."""
+    if not text or text != text.strip():
+        return False
+    if text.startswith("pipe:"):
+        return "{name}" in text and bool(text[5:].strip())
+    free = [i for i, c in enumerate(text) if c == ":" and i not in _kept_colons(text)]
+    if free:
+        return False
+    if "://" in text:
+        return bool(_URL.fullmatch(text))
+    return "{" not in text
+
+
+def readings(data: str) -> tuple[bool, list[tuple[str, str]]]:
+    """(whether `data` reads as one location, every way it reads as SOURCE:TARGET)."""
+    brackets = [range(m.start(), m.end()) for m in re.finditer(r"\[[^\]]*\]", data)]  # IPv6 "[::1]" is not one
+    written = [i for i in range(len(data) - 1) if data.startswith(EXPLICIT, i) and not any(i in b for b in brackets)]
+    if written:  # the split the user wrote wins
+        return False, [(data[:i], data[i + 2:]) for i in written[:1]]
+    kept = _kept_colons(data)
+    pairs = [(data[:i], data[i + 1:]) for i, c in enumerate(data) if c == ":" and i not in kept]
+    return is_location(data), [(a, b) for a, b in pairs if is_location(a) and is_location(b)]
+
+
+def split_pair(data: str, adaptation: bool | None = None) -> tuple[str, str] | None:
+    """("usps", "mnist-m") for "usps:mnist-m"; None for one location; DataError if malformed or ambiguous.
+
+    Locations keep their own colons: "http://host:8000/a:pipe:curl -s http://host:8000/b/{name}" is a pair of
+    two remote locations. `adaptation` (the model trains on two domains, or not) decides the rare string
+    that reads both as one location and as a pair (a pipe: command with a colon in it)."""
+    single, pairs = readings(data)
+    if len(pairs) > 1 or (single and pairs and adaptation is None):
+        ways = [f"{a!r} + {b!r}" for a, b in pairs] + ([f"{data!r} alone"] if single else [])
+        raise DataError(f"--data {data!r} reads several ways ({'; '.join(ways)}): write the pair with "
+                        f"'{EXPLICIT}' between source and target, e.g. --data 'SOURCE{EXPLICIT}TARGET'")
+    if pairs and not (single and adaptation is False):
+        if not all(pairs[0]):
+            raise DataError(f"--data {data!r}: expected SOURCE:TARGET (two dataset names or shard locations)")
+        return pairs[0]
+    if single:
         return None
-    if len(parts) != 2 or not all(parts):
-        raise DataError(f"--data {data!r}: expected SOURCE:TARGET (two dataset names or shard folders)")
-    return parts[0], parts[1]
+    if EXPLICIT in data:
+        raise DataError(f"--data {data!r}: expected SOURCE{EXPLICIT}TARGET (two dataset names or shard locations)")
+    raise DataError(f"--data {data!r}: expected a dataset name, shard folder, URL or pipe: command with {{name}}, "
+                    "or SOURCE:TARGET (two of them)")
 
 
-def dataset_name(data: str) -> str:
-    """"celeba" for shards/celeba/; "usps:mnist-m" for a domain pair (each side's last path part)."""
-    pair = split_pair(str(data))
+def dataset_name(data: str, adaptation: bool | None = None) -> str:
+    """"celeba" for shards/celeba/ (and for http://host:8000/celeba, pipe:... celeba/{name}); "usps:mnist-m"
+    for a domain pair (each side's last path part)."""
+    pair = split_pair(str(data), adaptation)
     if pair is not None:
-        return ":".join(dataset_name(p) for p in pair)
-    return Path(str(data).rstrip("/")).name
+        return ":".join(dataset_name(p, False) for p in pair)
+    text = str(data).rstrip("/")
+    if "{name}" in text:  # a template: the folder part that holds the shards
+        text = text.split("{name}")[0].rstrip("/").split()[-1] if text.split("{name}")[0].strip() else text
+    return Path(text).name
 
 
 @dataclass
@@ -72,7 +128,7 @@ def plan_data(data: str, shards_root: str, domains: str | None, model: str, imag
               channels: int | None) -> DataPlan:
     """Resolve --data for a method that trains on `domains` (None: one dataset). Shards embedded
     datasets on first use, so call it on one rank first (`main_process_first`)."""
-    pair = split_pair(data)
+    pair = split_pair(data, domains is not None)
     if domains is None:
         if pair is not None:
             raise ConfigError(f"--data {data}: SOURCE:TARGET pairs are for the domain-adaptation models "

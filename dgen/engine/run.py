@@ -30,14 +30,20 @@ TRAJECTORY = ("seed", "batch_size", "grad_accum", "lr", "beta1", "beta2", "weigh
               "num_workers", "shuffle_buffer", "mixed_precision")
 
 
-def _run_label(data: str) -> str:
+def _adaptation(model: str) -> bool:
+    from dgen.methods import get_method
+
+    return get_method(model).domains is not None
+
+
+def _run_label(model: str, data: str) -> str:
     """dataset_name as a folder-name part: "usps-to-mnist-m" for a pair."""
-    return dataset_name(data).replace(":", "-to-")
+    return dataset_name(data, _adaptation(model)).replace(":", "-to-")
 
 
 def newest_run(model: str, data: str, runs: Path = Path("runs")) -> Path | None:
     """The most recent run of (model, dataset) that has a checkpoint."""
-    candidates = [p for p in runs.glob(f"{model}-{_run_label(data)}-*") if list_checkpoints(p)]
+    candidates = [p for p in runs.glob(f"{model}-{_run_label(model, data)}-*") if list_checkpoints(p)]
     return max(candidates, key=lambda p: p.name) if candidates else None
 
 
@@ -64,7 +70,7 @@ def config_for_run(overrides: dict, replay: dict | None) -> Config:
 
 
 def new_run_name(cfg: Config) -> str:
-    return f"runs/{cfg.model}-{_run_label(cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"runs/{cfg.model}-{_run_label(cfg.model, cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_resumable(cfg: Config, run_dir: Path) -> list[str]:
@@ -94,7 +100,7 @@ def load_trained(run_dir: str | Path, device: str = "cpu"):
     if ckpt is None:
         raise ConfigError(f"{run_dir} has no checkpoint yet")
     cfg = resolve({}, json.loads((run_dir / "config.json").read_text()))
-    spec = DataSpec(dataset_name(cfg.data), cfg.image_size, cfg.channels, _classes(cfg), None)
+    spec = DataSpec(dataset_name(cfg.data, _adaptation(cfg.model)), cfg.image_size, cfg.channels, _classes(cfg), None)
     method = get_method(cfg.model)(cfg, spec)
     for i, name in enumerate(method.averages):  # registered for checkpointing in this order
         file = ckpt / f"custom_checkpoint_{i}.pkl"
@@ -127,7 +133,7 @@ def _classes(cfg) -> list[str] | None:
 
     if get_method(cfg.model).generative:
         return None
-    pair = split_pair(cfg.data)
+    pair = split_pair(cfg.data, _adaptation(cfg.model))
     return load_manifest(data_location(pair[0] if pair else cfg.data, cfg.shards_root)).classes
 
 

@@ -70,7 +70,7 @@ def final_accuracy(run: Path) -> tuple[str, str, float]:
     evals = [r for r in records if "test/accuracy" in r]
     if not evals or evals[-1]["step"] < cfg.get("max_steps", 0):
         raise DgenError(f"unfinished: no evaluation at its last step ({cfg.get('max_steps')})")
-    return (row_key(cfg["model"], cfg.get("method") or {}), dataset_name(cfg["data"]).replace(":", "→"),
+    return (row_key(cfg["model"], cfg.get("method") or {}), dataset_name(cfg["data"], True).replace(":", "→"),
             float(evals[-1]["test/accuracy"]))
 
 
