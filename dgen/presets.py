@@ -23,7 +23,7 @@ def vae(dataset: str) -> tuple[dict, dict]:
     if dataset == "celeba":  # seed 001
         return dict(batch_size=128, lr=0.005, max_steps=epochs_to_steps(5, 162_770, 128), sample_every=500,
                     eval_every=1000, ckpt_every=1000), dict(latent_dim=128, kl_weight=0.00025)
-    if dataset in ("digits", "digits-m"):  # 1,437 training images: ~1 min per 100 steps on 2 CPU cores
+    if dataset in ("digits", "digits-m"):  # 1,437 training images: ~8 minutes on 2 CPU cores (make train)
         return dict(batch_size=64, lr=1e-3, max_steps=1500, log_every=25, sample_every=250, eval_every=500,
                     ckpt_every=500), dict(latent_dim=16, kl_weight=0.0025)
     if dataset == "mnist":  # the digits recipe at 28 px, 5 epochs: ~7 minutes on 2 CPU cores (docs/results.md)

@@ -108,6 +108,28 @@ def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_
     assert len(files) == 2 and all(f.stem == f"run-{run_id}" for f in files)
 
 
+def test_a_two_node_job_streams_its_shards_over_http(cluster, work, digits_shards_root):
+    """The cluster path of docs/data.md: shards served over HTTP (http.server on the loopback, with a port), both
+    nodes streaming them through --data, nothing read from a local shard folder; the FID classifier of the remote
+    shards trained once into the DGEN_CACHE_DIR the nodes share."""
+    from tests.http_server import ShardServer
+
+    with ShardServer(digits_shards_root) as server:
+        job = cluster.sbatch(str(ROOT / "slurm" / "train.sbatch"), *ARGS, "--data", server.url("digits"),
+                             "--shards-root", str(work / "no-local-shards"), "--out", "runs/http", "--max-steps", "12",
+                             "--fid", "--fid-classifier-steps", "20", "--fid-samples", "64", "--eval-every", "12",
+                             cwd=work, env={**env(), "DGEN_CACHE_DIR": str(work / "cache")})
+        info = cluster.wait_job(job, timeout=300)
+        text = log(work, job)
+        assert info["JobState"] == "COMPLETED", text[-3000:]
+        assert "world size 2" in text and server.requests["digits/manifest.json"] >= 3  # dry run + 2 ranks
+        assert sum(n for p, n in server.requests.items() if "/train-" in p) >= 2
+    assert [s for s, *_ in losses(work / "runs/http")] == list(range(1, 13))
+    assert not (work / "no-local-shards").exists()
+    assert [r["step"] for r in rows(work / "runs/http") if "test/fid_classifier" in r] == [12]
+    assert len(list((work / "cache").glob("classifier-*.pt"))) == 1
+
+
 def test_missing_shards_fail_fast_with_a_clear_message(cluster, work, digits_shards_root):
     job = cluster.sbatch(str(ROOT / "slurm" / "train.sbatch"), *ARGS, "--data", "/nonexistent/celeba",
                          cwd=work, env=env())

@@ -121,13 +121,12 @@ def load_manifest(location: str | Path) -> Manifest:
     """Read the manifest of a shard folder, a manifest.json path, or a remote location."""
     location = str(location)
     if is_remote(location):
-        import webdataset as wds
+        from dgen.data.remote import fetch
 
         url = shard_url(location, MANIFEST)
         try:
-            with wds.gopen(url, "rb") as f:
-                text = f.read().decode()
-        except Exception as e:  # gopen raises many kinds (IOError, subprocess errors)
+            text = fetch(url).decode()
+        except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"cannot read the manifest at {url}: {e}") from None
         return Manifest.from_json(text, url)
     path = Path(location)

@@ -6,7 +6,7 @@ Python's `tarfile` (which `webdataset.tariterators` uses) builds a TarInfo objec
 costs ~20 us per member: at two or three members per 64 px image that was most of the loader's time
 (profiled; README, Performance). Anything else in a header (pax or GNU long-name records, links,
 remote URLs) hands the shard to webdataset's reader, which handles every tar; a bad checksum or a
-truncated member raises, as `tarfile` would.
+truncated member raises, as `tarfile` would. A remote shard is fetched whole first (`dgen.data.remote`).
 
     for sample in shard_samples("shards/digits/train-000000.tar"):
         sample["__key__"], sample["png"], sample.get("cls")
@@ -22,6 +22,7 @@ from typing import Iterator
 import webdataset as wds
 
 from dgen.data.manifest import is_remote
+from dgen.data.remote import fetch
 
 BLOCK = 512
 
@@ -43,14 +44,7 @@ def shard_samples(url: str, sha256: str | None = None) -> Iterator[dict]:
     With `sha256` (the manifest's), the whole shard is hashed the first time this process reads it (as
     MosaicML Streaming's validate_hash does for each downloaded shard) and a mismatch raises ShardHashError
     before any sample is yielded: a flipped label byte is caught, not trained on. ~0.5 ms per MB."""
-    if is_remote(url) and sha256 is None:
-        yield from wds.tariterators.tarfile_samples([{"url": url}])
-        return
-    if is_remote(url):
-        with wds.gopen(url) as stream:
-            data = stream.read()
-    else:
-        data = Path(url).read_bytes()
+    data = fetch(url) if is_remote(url) else Path(url).read_bytes()  # remote: whole, in bounded time
     if sha256 is not None and (url, sha256) not in _verified:
         got = hashlib.sha256(data).hexdigest()
         if got != sha256:

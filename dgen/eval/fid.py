@@ -150,6 +150,10 @@ def train_feature_classifier(data, *, image_size: int | None = None, channels: i
 
 
 def _default_cache_dir(data) -> Path:
+    """DGEN_CACHE_DIR if set (e.g. a folder every node of a cluster shares); else next to local shards, or the
+    user's cache for remote ones (each node trains its own there, the same bytes: the key fixes every input)."""
+    if os.environ.get("DGEN_CACHE_DIR"):
+        return Path(os.environ["DGEN_CACHE_DIR"])
     location = str(data)
     if is_remote(location):
         return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dgen"
@@ -163,8 +167,10 @@ def _is_dist() -> bool:
 
 def load_or_train_feature_classifier(data, cache_dir=None, *, collective: bool = True,
                                      **kw) -> tuple[DigitClassifier, float]:
-    """train_feature_classifier(data, **kw), cached in `cache_dir` (default `<shards>/.dgen-cache`, or
-    ~/.cache/dgen for remote shards) as classifier-<key>.pt (weights + metadata) and .json (metadata).
+    """train_feature_classifier(data, **kw), cached in `cache_dir` (default: DGEN_CACHE_DIR, else
+    `<shards>/.dgen-cache`, or ~/.cache/dgen for remote shards) as classifier-<key>.pt (weights + metadata) and
+    .json (metadata), each written to a temporary file and renamed, so processes sharing the folder never read
+    a partial file.
 
     The key hashes the dataset name, a sha256 over the train shards' sha256s from the manifest, the image
     size, channels and every training option, so new shards or other options train a new classifier.

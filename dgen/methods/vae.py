@@ -1,7 +1,7 @@
 """VAE training methods: `vae` (the seeds' conv VAE; MSE + weighted KL) and `mlp-vae` (seed 003;
 BCE summed over pixels + KL).
 
-    accelerate launch dgen/train.py --model vae                        # embedded digits, ~5 min on CPU
+    dgen train --model vae                                             # embedded digits, ~8 min on 2 CPU cores
     accelerate launch dgen/train.py --model vae --data celeba          # seed 001: latent 128, KL 0.00025
     accelerate launch dgen/train.py --model vae --data celeba --latent-dim 512 --kl-weight 1e-5   # seed 002
 
