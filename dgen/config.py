@@ -47,7 +47,8 @@ class Config:
     image_size: int | None = None  # square side in px the images are resized to; None: the shards' size
     channels: int | None = None  # 1 = gray, 3 = RGB; None: the shards' channels
     num_workers: int | None = None  # loader processes per rank; None: 2 on CPU, min(8, CPUs per GPU - 1) on GPU
-    shuffle_buffer: int = 1000  # samples held by each loader worker to shuffle from
+    shuffle_lanes: int = 16  # shards read side by side in the global sample order: each global batch mixes up to this many (dgen/data/order.py)
+    record_keys: bool = False  # also write every step's sample keys to RUN/keys/rank-R.jsonl (which samples trained a step)
     verify_shards: bool = True  # check each shard's sha256 against the manifest when a process first reads it
     log_every: int = 50  # steps between metric lines (metrics.jsonl, W&B, progress bar)
     sample_every: int = 500  # steps between sample grids from fixed noise
@@ -95,7 +96,7 @@ CHOICES = {
     "channels": (None, 1, 3),
 }
 POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "eval_every", "ckpt_every",
-            "keep_checkpoints", "shuffle_buffer")
+            "keep_checkpoints", "shuffle_lanes")
 
 
 def validate(cfg: Config) -> None:

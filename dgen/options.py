@@ -33,6 +33,7 @@ def blank(model: str) -> Config:
 def resolve(overrides: dict, replay: dict | None = None, dataset: str | None = None) -> Config:
     """Defaults < preset(model, dataset) < replayed config < overrides (flag values the user gave)."""
     base = dict(replay or {})
+    base.pop("shuffle_buffer", None)  # a run from before the global sample order: the key it no longer has
     model = overrides.get("model", base.get("model", Config.model))
     cfg = blank(model)
     data = overrides.get("data", base.get("data", Config.data))

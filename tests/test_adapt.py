@@ -134,6 +134,27 @@ def test_paired_batches_hold_no_target_labels(digits_shards, digits_m_shards):
         PairedLoader(src, train_loader(digits_m_shards, epoch_batches=len(src), **kw))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_paired_streams_follow_one_global_order(digits_shards, digits_m_shards, workers):
+    """Source and target each in their own global order: 1 process at 32, or 2 at 16 with any worker count, zip
+    the same source and target samples into every global batch, and the target (another size) runs on across
+    its own passes to the source's epoch length."""
+    def global_batches(world):
+        parts = []
+        for rank in range(world):
+            kw = dict(batch_size=32 // world, num_workers=workers, image_size=32, channels=3, rank=rank,
+                      world_size=world)
+            src = train_loader(digits_shards, seed=1, **kw)
+            paired = PairedLoader(src, train_loader(digits_m_shards, seed=2, epoch_batches=len(src), labels=False,
+                                                    **kw))
+            paired.set_epoch(1, start_batch=3)
+            parts.append([(b["key"], b["target_key"]) for b in paired])
+        return [(sum((p[i][0] for p in parts), []), sum((p[i][1] for p in parts), [])) for i in range(len(parts[0]))]
+
+    one = global_batches(1)
+    assert len(one) == 1437 // 32 - 3 and global_batches(2) == one
+
+
 def test_bad_pairs_are_clear_errors(digits_shards, digits_m_shards, tmp_path):
     with pytest.raises(ConfigError, match="not vae"):
         plan_data(f"{digits_shards}:{digits_m_shards}", "shards", None, "vae", None, None)

@@ -130,6 +130,44 @@ def test_a_two_node_job_streams_its_shards_over_http(cluster, work, digits_shard
     assert len(list((work / "cache").glob("classifier-*.pt"))) == 1
 
 
+def global_keys(run: Path) -> dict[int, list[str]]:
+    from tests.test_train import global_keys as read
+
+    return read(run)
+
+
+def test_a_requeue_on_fewer_nodes_continues_the_same_global_batches(cluster, work, digits_shards_root):
+    """Preempted on 2 nodes, requeued on 1 (scontrol update NumNodes=1 while it waits): the one process takes the
+    global batch of both (32 images), and every step sees the samples of the uninterrupted 2-node run."""
+    straight = submit_train(cluster, work, digits_shards_root, "runs/keys-straight", 40, "--record-keys")
+    assert cluster.wait_job(straight, timeout=300)["JobState"] == "COMPLETED", log(work, straight)[-3000:]
+    job = submit_train(cluster, work, digits_shards_root, "runs/keys-requeued", 40, "--record-keys")
+    metrics = work / "runs/keys-requeued/metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):
+        time.sleep(0.2)
+    cluster.run("scancel", "--signal=USR1", "--batch", job)
+    deadline, held_since, resized = time.time() + 300, None, False
+    while time.time() < deadline:
+        info = cluster.job(job)
+        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
+            if not resized:
+                cluster.run("scontrol", "update", f"JobId={job}", "NumNodes=1-1", "NumTasks=1")
+                resized = True
+            held_since = held_since or time.time()
+            if time.time() - held_since > 15:
+                cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+        if info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"):
+            break
+        time.sleep(0.5)
+    text = log(work, job)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-4000:]
+    assert "resuming a checkpoint of 2 process(es) on 1: 32 images per process (was 16)" in text, text[-4000:]
+    reference = global_keys(work / "runs/keys-straight")
+    assert list(reference) == list(range(1, 41)) and all(len(k) == 32 for k in reference.values())
+    assert global_keys(work / "runs/keys-requeued") == reference
+
+
 def test_missing_shards_fail_fast_with_a_clear_message(cluster, work, digits_shards_root):
     job = cluster.sbatch(str(ROOT / "slurm" / "train.sbatch"), *ARGS, "--data", "/nonexistent/celeba",
                          cwd=work, env=env())

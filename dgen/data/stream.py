@@ -8,13 +8,12 @@
             ...                         # batch["label"]: int64 [B]; batch["attrs"]: int64 [B, A]
     test = eval_loader("shards/digits", split="test", batch_size=256)
 
-Training streams are infinite and resampled: each (seed, epoch, rank, worker) draws shards at
-random (weighted by their sample counts) and shuffles samples through a buffer, so any number of
-ranks and workers works with any number of shards. An epoch is a fixed number of batches on every
-rank (by default one pass over the split, divided over the ranks), so DDP ranks never wait on each
-other at the end of an epoch. `set_epoch(e, start_batch=b)` resumes exactly at batch b of epoch e:
-the stream is a pure function of (seed, epoch, rank, worker), and the first b batches are skipped
-before decoding.
+Training streams follow one global sample order (dgen.data.order), a pure function of the seed, the
+split's shards and the global batch (batch_size x world_size): global batch K holds the same samples on any
+number of ranks and loader workers, each rank takes its slice, and every sample appears once per pass. An
+epoch is a fixed number of batches on every rank (by default one pass), so DDP ranks never wait on each
+other. `set_epoch(e, start_batch=b)` continues exactly at batch b of epoch e, on any number of workers, and
+on any world size that keeps the global batch.
 
 Evaluation streams yield every sample of a split exactly once across all ranks and workers, in a
 fixed order. Shards are dealt to the rank x worker slots round-robin; when there are fewer shards
@@ -22,8 +21,9 @@ than slots, every slot reads all shards and keeps every (slots)-th sample instea
 different numbers of batches (the last ones are partial), so reduce evaluation results once after
 the loop, not per batch.
 
-Bad data: in training, an undecodable sample or an unreadable shard is skipped with a warning that
-names it and the running count (the run goes on); if no shard yields a sample the stream fails.
+Bad data: in training, an undecodable sample or an unreadable shard is warned about with its name and
+counted, and its samples are replaced by others of the same batch (the run goes on); if none of a batch's
+samples can be read the stream fails.
 In evaluation any such problem, or a shard holding a different number of samples than the
 manifest says, is an error: an evaluation never runs on a silently short split.
 
@@ -35,24 +35,24 @@ environment variables unless given.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import math
 import os
-import random
 import signal
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from dgen.data.images import MODES, npy_image, npy_to_pil
 from dgen.data.manifest import Manifest, dataset_location, load_manifest, shard_url
+from dgen.data.order import LANES, GlobalOrder
 from dgen.data.tarread import shard_samples
 from dgen.errors import DataError
 
@@ -131,72 +131,77 @@ def _share(total: int, parts: int, i: int) -> int:
     return total // parts + (1 if i < total % parts else 0)
 
 
+class _LaneShards:
+    """A worker's shards in memory: the current one of each lane it reads (a lane reads its shards one after
+    another, so the previous one is dropped when the next is needed). A shard that cannot be read whole is
+    warned about and counted once per load; the samples it gave before the error still serve."""
+
+    def __init__(self, stream: "ShardStream", wid: int):
+        self.stream, self.wid = stream, wid
+        self.live: dict[int, tuple[int, list[dict]]] = {}
+        self.skipped = 0  # undecodable samples this worker skipped so far, for the warnings
+
+    def sample(self, lane: int, shard: int, pos: int, bad: list[int]) -> dict | None:
+        current = self.live.get(lane)
+        if current is None or current[0] != shard:
+            current = self.live[lane] = (shard, self._load(shard, bad))
+        samples = current[1]
+        return samples[pos] if pos < len(samples) else None
+
+    def _load(self, shard: int, bad: list[int]) -> list[dict]:
+        url, samples = self.stream.urls[shard], []
+        try:
+            samples.extend(shard_samples(url, self.stream.hashes[shard]))
+        except Exception as e:
+            bad[1] += 1
+            log.warning("unreadable shard %s (%s) after %d samples; its other samples are replaced in their "
+                        "batches (rank %d worker %d)", url, e, len(samples), self.stream.rank, self.wid)
+        return samples
+
+
 class ShardStream(IterableDataset):
     """One rank's stream over one split; DataLoader workers split it further among themselves."""
 
     def __init__(self, urls: list[str], counts: list[int], decoder: Decoder, batch_size: int, *, train: bool,
-                 rank: int, world_size: int, seed: int = 0, epoch_batches: int = 0, shuffle_buffer: int = 1000,
+                 rank: int, world_size: int, seed: int = 0, epoch_batches: int = 0, lanes: int = LANES,
                  num_workers: int = 0, hashes: list[str] | None = None):
         self.urls, self.counts, self.decoder = urls, counts, decoder
         self.hashes = hashes or [None] * len(urls)  # the manifest's sha256 per shard, checked on first read
         self.batch_size, self.train, self.rank, self.world_size = batch_size, train, rank, world_size
-        self.seed, self.epoch_batches, self.shuffle_buffer = seed, epoch_batches, shuffle_buffer
+        self.seed, self.epoch_batches, self.lanes = seed, epoch_batches, lanes
         self.num_workers = max(1, num_workers)
         self.epoch, self.start_batch = 0, 0
 
     def __iter__(self) -> Iterator[dict]:
         return self._train() if self.train else self._eval()
 
-    # -- training: resampled, shuffled, a fixed number of batches -------------------------------------
+    # -- training: the global order, a fixed number of batches ---------------------------------------
     def _train(self) -> Iterator[dict]:
+        """One part per batch of this rank's epoch: the samples of the worker's lanes (see dgen.data.order).
+        DataLoader takes one item from each worker in turn, so `StreamLoader` joins every `workers` items."""
         wid, nw = _worker()
-        # Batch i of an epoch comes from logical worker i % nw. DataLoader always asks worker 0 first,
-        # so a pass resumed at batch b gives worker w the role of logical worker (w + b) % nw.
-        role = (wid + self.start_batch) % nw
-        todo = _share(self.epoch_batches, nw, role)
-        skip = _share(self.start_batch, nw, role)
-        rng = random.Random(f"dgen-train/{self.seed}/{self.epoch}/{self.rank}/{role}")
-        bad = [0, 0]  # undecodable samples, unreadable shards since the last batch (shards: counted by _resampled)
-        samples = wds.shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(self._resampled(rng, bad))
-        for _ in range(skip * self.batch_size):
-            next(samples)
-        bad[1] = 0  # a resumed pass's replayed shards were counted before the resume
-        skipped, batch, done = 0, [], skip
-        while done < todo:
-            raw = next(samples)
-            try:
-                batch.append(self.decoder(raw))
-            except Exception as e:
-                skipped += 1
-                bad[0] += 1
-                log.warning("skipping undecodable sample %s in %s (%s); %d skipped by rank %d worker %d so far",
-                            raw.get("__key__"), raw.get("__url__"), e, skipped, self.rank, wid)
-                continue
-            if len(batch) == self.batch_size:
-                out = collate(batch)
-                out["skipped"] = torch.tensor(bad)  # since the last batch
-                bad[:] = [0, 0]
-                yield out
-                batch, done = [], done + 1
-
-    def _resampled(self, rng: random.Random, bad: list[int]) -> Iterator[dict]:
-        """Samples from shards drawn with probability proportional to their sample counts, forever; each
-        unreadable (or altered) shard adds 1 to bad[1]."""
-        barren = 0  # consecutive shards that gave no sample: all shards broken must not spin forever
-        while True:
-            s = rng.choices(range(len(self.urls)), weights=self.counts)[0]
-            url = self.urls[s]
-            got = 0
-            try:
-                for sample in shard_samples(url, self.hashes[s]):
-                    got += 1
-                    yield sample
-            except Exception as e:
-                bad[1] += 1
-                log.warning("unreadable shard %s (%s) after %d samples; drawing another", url, e, got)
-            barren = 0 if got else barren + 1
-            if barren > 3 * len(self.urls) + 10:
-                raise DataError(f"no readable samples in any of the {len(self.urls)} shards (last tried {url})")
+        order = GlobalOrder(self.counts, self.seed, self.batch_size * self.world_size, self.lanes)
+        shards = _LaneShards(self, wid)
+        first = self.epoch * self.epoch_batches
+        for k in range(self.start_batch, self.epoch_batches):
+            shard, pos, lane = order.part(first + k, self.rank, self.world_size)
+            bad, got, where = [0, 0], [], []
+            for i in np.nonzero(lane % nw == wid)[0]:
+                raw = shards.sample(int(lane[i]), int(shard[i]), int(pos[i]), bad)
+                if raw is None:
+                    continue
+                try:
+                    got.append(self.decoder(raw))
+                except Exception as e:
+                    bad[0] += 1
+                    shards.skipped += 1
+                    log.warning("skipping undecodable sample %s in %s (%s); %d skipped by rank %d worker %d so far",
+                                raw.get("__key__"), raw.get("__url__"), e, shards.skipped, self.rank, wid)
+                    continue
+                where.append(int(i))
+            out = collate(got) if got else {}
+            out.update(where=torch.tensor(where, dtype=torch.int64), skipped=torch.tensor(bad), batch=k)
+            yield out
 
     # -- evaluation: every sample exactly once ---------------------------------------------------------
     def slot_samples(self, wid: int, nw: int) -> list[tuple[int, list[int] | None]]:
@@ -276,7 +281,34 @@ class StreamLoader:
                             generator=torch.Generator().manual_seed(0))
         self.close()  # a new pass: the previous one's workers are done with
         self._live = iter(loader)
-        return self._live if self.uint8 else map(_float_images, self._live)
+        batches = self._joined(self._live) if self.stream.train else self._live
+        return batches if self.uint8 else map(_float_images, batches)
+
+    def _joined(self, parts: Iterator[dict]) -> Iterator[dict]:
+        """Training: each batch from one part per worker, in the global order's sequence; samples that could not be
+        read are replaced by repeating the batch's others, so every batch has its full size."""
+        nw, size = max(1, self.num_workers), self.stream.batch_size
+        while True:
+            group = list(itertools.islice(parts, nw))
+            if not group:
+                return
+            have = [p for p in group if "image" in p]
+            if not have:
+                k, e = group[0]["batch"], self.stream.epoch
+                raise DataError(f"no readable samples for batch {k} of epoch {e} on rank {self.stream.rank}: every "
+                                f"shard it needs failed (see the warnings above; the split has {len(self.stream.urls)} "
+                                "shards)")
+            where = torch.cat([p["where"] for p in have])
+            pick = torch.argsort(where)
+            pick = pick[torch.arange(size) % len(pick)]  # missing samples: the batch's own, again
+            batch = {"image": torch.cat([p["image"] for p in have])[pick]}
+            keys = [key for p in have for key in p["key"]]
+            batch["key"] = [keys[i] for i in pick.tolist()]
+            for name in ("label", "attrs"):
+                if name in have[0]:
+                    batch[name] = torch.cat([p[name] for p in have])[pick]
+            batch["skipped"] = sum(p["skipped"] for p in group)
+            yield batch
 
     def close(self) -> None:
         """Stop the loader workers now. Left to garbage collection after an error (a full disk, a diverged
@@ -336,24 +368,29 @@ def _open(data, split, batch_size, image_size, channels, labels: bool = True,
 
 def train_loader(data, split: str = "train", *, batch_size: int, seed: int = 0, num_workers: int = 2,
                  image_size: int | None = None, channels: int | None = None, epoch_batches: int | None = None,
-                 shuffle_buffer: int = 1000, rank: int | None = None, world_size: int | None = None,
+                 lanes: int = LANES, rank: int | None = None, world_size: int | None = None,
                  pin_memory: bool = False, labels: bool = True, uint8: bool = False, verify: bool = True) -> StreamLoader:
-    """Infinite resampled training stream over `data` (a shard folder, manifest path or remote prefix).
+    """The training stream over `data` (a shard folder, manifest path or remote location) in the global order of
+    dgen.data.order: batch k of epoch e is rank `rank`'s part of global batch e * epoch_batches + k, the same
+    samples for any number of workers, and for any world size at the same global batch (batch_size x world_size).
 
     uint8=True: images stay uint8 [B, C, H, W] in 0..255 (the trainer converts them on the device).
-    epoch_batches: batches per rank per epoch; default one pass over the split across all ranks.
+    epoch_batches: batches per rank per epoch; default one pass over the split (its samples // global batch).
+    lanes: shards read side by side (dgen.data.order); at most the split's number of shards.
     labels=False: never decode labels or attributes (an unsupervised method's target domain).
     verify: check each shard's sha256 against the manifest the first time a process reads it; a mismatch
-    skips the shard like an unreadable one. Batches carry "skipped": [samples, shards] skipped since the last.
+    counts as an unreadable shard. A sample that cannot be read is replaced by another of its batch; batches
+    carry "skipped": [undecodable samples, unreadable shards] since the last.
     """
     manifest, urls, counts, hashes, decoder = _open(data, split, batch_size, image_size, channels, labels, verify)
     rank, world_size = _rank_world(rank, world_size)
+    order = GlobalOrder(counts, seed, batch_size * world_size, lanes)  # checks there is a global batch to make
     if epoch_batches is None:
-        epoch_batches = max(1, math.ceil(sum(counts) / (batch_size * world_size)))
+        epoch_batches = order.per_pass
     if epoch_batches < 1:
         raise DataError(f"epoch_batches must be >= 1, got {epoch_batches}")
     stream = ShardStream(urls, counts, decoder, batch_size, train=True, rank=rank, world_size=world_size, seed=seed,
-                         epoch_batches=epoch_batches, shuffle_buffer=shuffle_buffer, num_workers=num_workers, hashes=hashes)
+                         epoch_batches=epoch_batches, lanes=lanes, num_workers=num_workers, hashes=hashes)
     return StreamLoader(stream, manifest, split, num_workers, pin_memory, uint8)
 
 

@@ -27,7 +27,7 @@ from dgen.engine.checkpoint import latest_checkpoint, list_checkpoints
 STRUCTURAL = ("model", "method", "image_size", "channels")
 # Keys that change the numbers of a resumed run (allowed, with a warning).
 TRAJECTORY = ("seed", "batch_size", "grad_accum", "lr", "beta1", "beta2", "weight_decay", "lr_schedule", "max_steps",
-              "num_workers", "shuffle_buffer", "mixed_precision")
+              "shuffle_lanes", "mixed_precision")
 
 
 def _adaptation(model: str) -> bool:

@@ -13,6 +13,7 @@ the run cleanly at the next step boundary with a checkpoint; `--resume` continue
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -57,10 +58,13 @@ def train(cfg: Config) -> Path:
     stop, vote = StopFlag().install(), _StopVote(acc)
     window, display = MetricWindow(run), Display(run)
     scores, progress = None, []  # sample-quality scores (set up at the first evaluation); collage rows
+    keys = _KeyLog(run.run_dir, acc.process_index) if cfg.record_keys else None
     try:
         while state["step"] < cfg.max_steps:
             # -- one optimizer step of every phase due --------------------------------------------------
             micro = [run.batches.next() for _ in range(cfg.grad_accum)]
+            if keys is not None:
+                keys.write(state["step"] + 1, micro)
             window.add(train_step(acc, method, run.optimizers, run.base_lrs, micro, state["step"], cfg))
             state.update(step=state["step"] + 1, images=state["images"] + run.step_images, **run.batches.position())
             step, last = state["step"], state["step"] == cfg.max_steps
@@ -99,12 +103,34 @@ def train(cfg: Config) -> Path:
                 write_report(acc, method, cfg, run.run_dir, run.plan.eval, run.plan.eval_split, run.fixed,
                              run.tracker, progress, run.plan.source)
     finally:
+        if keys is not None:
+            keys.close()
         run.batches.close()  # loader workers stop here, on success and on every error path
         display.close()
         stop.restore()
         window.close_busy()
         run.tracker.close()
     return run.run_dir
+
+
+class _KeyLog:
+    """--record-keys: one JSON line per step and rank, {"step", "keys"[, "target_keys"]}, in RUN/keys/rank-R.jsonl.
+    Steps trained after the last checkpoint of a run that was stopped appear again after its resume: the last
+    line of a step is the one that counts."""
+
+    def __init__(self, run_dir: Path, rank: int):
+        (run_dir / "keys").mkdir(parents=True, exist_ok=True)
+        self.file = open(run_dir / "keys" / f"rank-{rank}.jsonl", "a")
+
+    def write(self, step: int, micro: list[dict]) -> None:
+        row = {"step": step, "keys": [k for b in micro for k in b["key"]]}
+        if "target_key" in micro[0]:
+            row["target_keys"] = [k for b in micro for k in b["target_key"]]
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 @dataclass
@@ -144,10 +170,13 @@ def setup(cfg: Config) -> Run:
         plan = plan_data(cfg.data, cfg.shards_root, get_method(cfg.model).domains, cfg.model, cfg.image_size,
                          cfg.channels)
     cfg.image_size, cfg.channels = plan.image_size, plan.channels
+    kept = _keep_global_batch(acc, cfg, json.loads((ckpt / "trainer_state.json").read_text())) if ckpt else False
     cfg.freeze()
     if ckpt is not None:
         for change in check_resumable(cfg, run_dir):
-            log.warning("resuming with a changed setting (the run will not match an uninterrupted one): %s", change)
+            if not (kept and change.startswith("batch_size:")):
+                log.warning("resuming with a changed setting (the run will not match an uninterrupted one): %s",
+                            change)
     if acc.is_main_process:
         (run_dir / "images").mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json")
@@ -167,10 +196,13 @@ def setup(cfg: Config) -> Run:
     tracker = Tracker(acc, cfg, run_dir, resume_step=state["step"] if ckpt is not None else None)
 
     world = acc.num_processes
+    if ckpt is not None and acc.process_index >= state.get("world_size", world):  # no random_states_<rank>.pkl
+        set_seed(cfg.seed + acc.process_index + 1_000_003 * state["step"])
     loader = _train_loader(plan, cfg, acc.process_index, world, acc.device)
-    if ckpt is not None:
-        _elastic(acc, cfg, state, len(loader))
-    state.update(world_size=world, num_workers=cfg.num_workers, epoch_batches=len(loader))  # for the next resume
+    if ckpt is not None and state["batch"] > len(loader):  # another global batch: another epoch length
+        state["batch"] = len(loader)
+    state.update(world_size=world, num_workers=cfg.num_workers, epoch_batches=len(loader),
+                 global_batch=cfg.batch_size * world)  # for the next resume
     batches = _Batches(loader, state["epoch"], state["batch"], acc.device, method.memory_format)
     fixed = method.noise(64, torch.Generator().manual_seed(cfg.seed)).to(acc.device) if method.generative else None
     return Run(cfg, acc, run_dir, plan, method, optimizers, base_lrs, checkpoints, state, tracker, batches, fixed,
@@ -276,26 +308,33 @@ def _evaluate_all(run: Run, scores, step: int):
     return scores, best
 
 
-def _elastic(acc, cfg: Config, state: dict, epoch_batches: int) -> None:
-    """A resume on another number of processes or loader workers: the step, weights and optimizer state
-    continue; the stream restarts at the same fraction of the checkpoint's epoch (per-rank epochs change
-    length with the world size), so nothing is replayed or skipped beyond a rounding of one batch per rank,
-    but the batches differ from an uninterrupted run's. Ranks the checkpoint had no RNG state for get
-    their own seeds. Same world size and workers: exact, as before."""
-    old_world, old_workers = state.get("world_size", acc.num_processes), state.get("num_workers", cfg.num_workers)
-    if (old_world, old_workers) == (acc.num_processes, cfg.num_workers):
-        return
-    old_batches = state.get("epoch_batches", epoch_batches)
-    position = min(epoch_batches, round(state["batch"] * epoch_batches / max(1, old_batches)))
+def _keep_global_batch(acc, cfg: Config, state: dict) -> bool:
+    """The stream is a function of the global position (epoch, batch) and the global batch (batch size x
+    processes), so a resume continues exactly on any number of loader workers, and on another number of
+    processes when the global batch stays the same: with the checkpoint's --batch-size, the per-process batch is
+    changed to keep it (a warning says so; returns True). `state`: the checkpoint's trainer_state.json."""
+    world, old_world = acc.num_processes, state.get("world_size", acc.num_processes)
+    old_global = state.get("global_batch")
+    if old_global is None:
+        if acc.is_main_process:
+            log.warning("this checkpoint predates dgen's global sample order: weights, optimizer state and step %d "
+                        "continue, the data stream at its epoch %d, batch %d, with other samples than before",
+                        state["step"], state["epoch"], state["batch"])
+        return False
+    if cfg.batch_size * world == old_global:
+        return False
+    if world != old_world and cfg.batch_size * old_world == old_global and old_global % world == 0:
+        cfg.batch_size = old_global // world
+        if acc.is_main_process:
+            log.warning("resuming a checkpoint of %d process(es) on %d: %d images per process (was %d) keep the "
+                        "global batch of %d, so the run continues exactly as an uninterrupted one would",
+                        old_world, world, cfg.batch_size, old_global // old_world, old_global)
+        return True
     if acc.is_main_process:
-        log.warning("resuming a checkpoint of %d process(es) x %d loader worker(s) on %d x %d: weights, optimizer "
-                    "state and step %d continue; the data stream restarts at batch %d of %d of epoch %d (was %d of "
-                    "%d), so the run continues correctly but will not match an uninterrupted one batch for batch",
-                    old_world, old_workers, acc.num_processes, cfg.num_workers, state["step"], position,
-                    epoch_batches, state["epoch"], state["batch"], old_batches)
-    state["batch"] = position
-    if acc.process_index >= old_world:  # no random_states_<rank>.pkl in the checkpoint
-        set_seed(cfg.seed + acc.process_index + 1_000_003 * state["step"])
+        log.warning("the global batch changes from %d to %d images (%d process(es) x %d): the stream continues at "
+                    "its global position with batches of the new size, other samples than an uninterrupted run's",
+                    old_global, cfg.batch_size * world, world, cfg.batch_size)
+    return False
 
 
 def resolve_defaults(cfg: Config, deepspeed: bool) -> None:
@@ -482,7 +521,7 @@ def _evaluate(acc, method, location, split, cfg, prefix: str = "test/") -> dict[
 def _train_loader(plan, cfg: Config, rank: int, world: int, device):
     """The training stream: one dataset, or a labelled source zipped with an unlabelled target."""
     kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, image_size=cfg.image_size, channels=cfg.channels,
-              shuffle_buffer=cfg.shuffle_buffer, rank=rank, world_size=world, pin_memory=device.type == "cuda",
+              lanes=cfg.shuffle_lanes, rank=rank, world_size=world, pin_memory=device.type == "cuda",
               uint8=True, verify=cfg.verify_shards)
     loader = train_loader(plan.train, "train", seed=cfg.seed, **kw)
     if plan.target is None:
