@@ -163,18 +163,20 @@ def _table(args) -> int:
     from dgen.atomic import atomic_write_text
     from dgen.engine.tracking import log_table
     from dgen.eval.table import collect, markdown
+    from dgen.methods import table_rows
 
-    cells, skipped = collect([Path(r) for r in args.table])
+    rows = table_rows()
+    cells, skipped = collect([Path(r) for r in args.table], rows)
     for run, why in skipped:
         print(f"skipped {run}: {why}", file=sys.stderr)
     if not cells:
         raise DgenError("no finished domain-adaptation runs among the folders given")
-    text = markdown(cells)
+    text = markdown(cells, rows)
     print(text, end="")
     if args.out:
         atomic_write_text(Path(args.out), text)
     if args.wandb:
-        print(f"logged to W&B: {log_table(cells)}", file=sys.stderr)
+        print(f"logged to W&B: {log_table(cells, rows)}", file=sys.stderr)
     return 0
 
 

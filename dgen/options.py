@@ -20,7 +20,6 @@ from dgen.config import CHOICES, Config, arg_type, flag_name, field_help, update
 from dgen.data.domains import dataset_name
 from dgen.errors import ConfigError, DgenError
 from dgen.methods import get_method, method_names
-from dgen.presets import preset
 
 
 def blank(model: str) -> Config:
@@ -38,8 +37,10 @@ def resolve(overrides: dict, replay: dict | None = None, dataset: str | None = N
     cfg = blank(model)
     data = overrides.get("data", base.get("data", Config.data))
     if replay is None:
-        adaptation = get_method(model).domains is not None if model in method_names() else None
-        top, meth = preset(model, dataset or dataset_name(data, adaptation), overrides.get("method", {}).get("arch"))
+        cls = get_method(model) if model in method_names() else None
+        adaptation = cls.domains is not None if cls else None
+        top, meth = cls.preset(model, dataset or dataset_name(data, adaptation),
+                               overrides.get("method", {}).get("arch")) if cls else ({}, {})
         update(cfg, top)
         update(cfg.method, meth, "method.")
     for source in (base, overrides):

@@ -1,4 +1,5 @@
-"""Hyper-parameters per (model, dataset), from the seed documents, as plain functions.
+"""Hyper-parameters per (model, dataset), from the seed documents, as plain functions; each method names its
+own in its class (`Method.preset`, dgen/methods/), so a new method brings or inherits its presets.
 
 Each returns (trainer overrides, method overrides); anything not named keeps the dataclass
 default. Sources: seed 001 (CelebA VAE: latent 128, KL weight 0.00025, Adam lr 0.005, batch 128,
@@ -187,17 +188,3 @@ def cpu_native_bf16() -> bool:
     except (AttributeError, RuntimeError):
         return False
 
-
-PRESETS = {"vae": vae, "mlp-vae": mlp_vae, "dcgan": dcgan, "lsgan": lambda d: dcgan(d, "lsgan"), "vaegan": vaegan,
-           **{m: (lambda d, m=m: adaptation(m, d)) for m in ("source-only", "target-only", "dann", "gta")}}
-
-
-ARCH_PRESETS = {"wgan": wgan, "wgan-gp": wgan_gp}  # the recipe depends on the architecture asked for
-
-
-def preset(model: str, dataset: str, arch: str | None = None) -> tuple[dict, dict]:
-    """The preset for (model, dataset); `arch` is the user's --arch, for models whose recipe depends on it."""
-    if model in ARCH_PRESETS:
-        return ARCH_PRESETS[model](dataset, arch)
-    fn = PRESETS.get(model)
-    return fn(dataset) if fn else ({}, {})

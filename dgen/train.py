@@ -29,15 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides, replay = parse_args(argv)
         dry_run = overrides.pop("dry_run", False)
         cfg = config_for_run(overrides, replay)
-        if dry_run:
-            from dgen.data.domains import plan_data
-            from dgen.methods import get_method
+        if dry_run:  # every check a start makes, the method built on the CPU; no Accelerator, no step
+            from dgen.engine.trainer import dry_run as check
 
-            plan = plan_data(cfg.data, cfg.shards_root, get_method(cfg.model).domains, cfg.model, cfg.image_size,
-                             cfg.channels)
-            location = f"{plan.source}:{plan.eval}" if plan.adaptation else plan.train
-            print(f"dry run: {cfg.model} on {location}, {cfg.max_steps} steps of batch {cfg.batch_size} per process, "
-                  f"run folder {cfg.out or '(new, timestamped)'}, resume {cfg.resume or 'no'}")
+            print(check(cfg))
             return 0
         from dgen.engine.trainer import train
 

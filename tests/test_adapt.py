@@ -281,6 +281,36 @@ def test_figures_are_redrawn_from_run_folders(adaptation_runs, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_method_registered_outside_dgen_gets_everything(adaptation_runs, tmp_path, digits_shards, digits_m_shards):
+    """DAN (tests/plugins/dan.py: one class, one register line, loaded through DGEN_METHODS): it is in --help with
+    its own flag, inherits the adaptation presets, passes a dry run that builds it, trains, and is a row of
+    `dgen eval --table` under its label, beside the built-in methods."""
+    plugin = {**env(), "DGEN_METHODS": "tests.plugins.dan", "PYTHONPATH": str(ROOT)}
+    pair = f"{digits_shards}:{digits_m_shards}"
+    helped = subprocess.run([sys.executable, str(TRAIN), "--model", "dan", "--data", pair, "--help"], env=plugin,
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert helped.returncode == 0 and "--mmd-weight" in helped.stdout and "dan" in helped.stdout, helped.stderr
+    assert "--max-steps MAX_STEPS" in helped.stdout and "(default: 1500)" in helped.stdout  # the pairs' preset
+    dry = subprocess.run([sys.executable, str(TRAIN), "--model", "dan", "--data", pair, "--dry-run"], env=plugin,
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert dry.returncode == 0 and "dry run: dan" in dry.stdout, dry.stderr
+    run = tmp_path / "dan"
+    done = subprocess.run([sys.executable, str(TRAIN), "--shards-root", str(tmp_path / "shards"), "--model", "dan",
+                           "--data", pair, "--out", str(run), "--max-steps", "6", *map(str, FAST)], env=plugin,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["step"] for r in rows(run) if "mmd" in r] == list(range(1, 7))
+    table = subprocess.run([sys.executable, "-m", "dgen", "eval", "--table", str(run), *map(str, adaptation_runs.values())],
+                           env=plugin, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    labels = [line.split(" | ")[0].lstrip("| ") for line in table.stdout.splitlines()[2:7]]
+    assert labels == ["Train on source (lower bound)", "DANN", "GTA", "DAN (MMD)", "Train on target (upper bound)"]
+    without = subprocess.run([sys.executable, str(TRAIN), "--model", "dan", "--help"], env=env(), capture_output=True,
+                             text=True, timeout=120, cwd=tmp_path)
+    assert without.returncode == 2 and "dan" in without.stderr  # not registered: one clear error
+
+
+@pytest.mark.slow
 def test_target_labels_never_reach_dann(adaptation_runs, tmp_path, digits_shards):
     """DANN trained with the target's labels scrambled ends with exactly the same weights."""
     scrambled = _relabelled(tmp_path, [(c + 3) % 10 for c in range(10)])

@@ -70,24 +70,28 @@ def _commands(line: str, block: str) -> list[list[str]]:
         words = shlex.split(line, comments=True)
     except ValueError:
         return []
-    out, cmd = [], []
+    out, cmd, assigned = [], [], {}
     for w in words + [";"]:
         if w in (";", "&&", "||", "|") or w.endswith(";"):
             if w.endswith(";") and len(w) > 1:
                 cmd.append(w[:-1])
             if cmd:
-                out.append(cmd)
-            cmd = []
-        elif not cmd and (re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", w) or w in ("do", "then", "done", "fi")):
-            continue  # VAR=value before a command, loop keywords
+                out.append((assigned, cmd))
+            cmd, assigned = [], {}
+        elif not cmd and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", w):
+            name, _, value = w.partition("=")  # VAR=value before a command: its environment
+            assigned = {**assigned, name: value}
+        elif not cmd and w in ("do", "then", "done", "fi"):
+            continue  # loop keywords
         else:
             cmd.append(w)
     ours = []
-    for cmd in out:
+    for assigned, cmd in out:
         cmd = [w for w in cmd if w not in ("...", "…")]  # "more flags"
         text = " ".join(cmd)
         if text.startswith(PREFIXES) and not text.startswith("for "):
-            ours.append([PLACEHOLDER.get(w, w) for w in cmd])
+            ours.append([*(f"{k}={v}" for k, v in assigned.items() if k == "DGEN_METHODS"),
+                         *(PLACEHOLDER.get(w, w) for w in cmd)])
     return ours
 
 
@@ -115,7 +119,21 @@ def _module_help(module: str) -> str:
 
 
 def check(cmd: list[str]) -> None:
-    """Raise AssertionError when `cmd` would be refused by what parses it, or names a file that does not exist."""
+    """Raise AssertionError when `cmd` would be refused by what parses it, or names a file that does not exist.
+    A leading DGEN_METHODS=MODULE is the environment of the command: its methods are registered first."""
+    if cmd[0].startswith("DGEN_METHODS="):
+        import importlib
+
+        import dgen.methods
+
+        saved = dict(dgen.methods._REGISTERED)
+        module = cmd[0].partition("=")[2]
+        try:  # its methods registered for this check only: other tests in this process see the built-in ones
+            importlib.reload(sys.modules[module]) if module in sys.modules else importlib.import_module(module)
+            return check(cmd[1:])
+        finally:
+            dgen.methods._REGISTERED.clear()
+            dgen.methods._REGISTERED.update(saved)
     head = cmd[0]
     if head == "make":
         assert cmd[1] in _make_targets(), f"no make target {cmd[1]!r}"
@@ -170,7 +188,8 @@ def test_command_runs_as_written(cmd):
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_links_pictures_and_named_files_exist(page):
     text = page.read_text()
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)  # links live in the prose, not in code
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", prose):
         if not re.match(r"[a-z]+://", target):
             assert (page.parent / target).exists(), f"{page.name}: link to missing {target}"
     for name in re.findall(r"(?<![\w./-])((?:launch|slurm|dgen|tests|docs)/[\w./-]+\.(?:yaml|json|sbatch|py|md|png))",

@@ -482,6 +482,43 @@ def test_accumulation_clipping_and_cosine_schedule(tmp_path):
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * lrs[0]
 
 
+REFUSALS = [  # (flags, environment, the one line): what a real start refuses, each checked elsewhere in the suite
+    (["--model", "wgan", "--label-noise", "0.1"], {}, "D's real/fake targets, which the wgan loss does not"),
+    (["--model", "dcgan", "--update", "simultaneous"], {}, "--update simultaneous needs --loss wgan"),
+    (["--model", "dcgan", "--init-from", "runs/nothing"], {}, "--init-from needs --arch unbalanced"),
+    (["--model", "vaegan", "--init-from", "runs/nothing"], {}, "--init-from runs/nothing"),
+    (["--model", "vae", "--image-size", "8"], {}, "vae cannot be built for 8x8x1 images"),
+    (["--model", "vae", "--batch-size", "4096"], {}, "fewer than one global batch"),
+    (["--model", "vae", "--data", "mnist"], {}, "no shards at"),
+    (["--model", "dann"], {}, "dann adapts between two domains"),
+    (["--model", "vae", "--data", "digits:digits-m"], {}, "pairs are for the domain-adaptation models"),
+    (["--model", "dcgan"], {"ACCELERATE_USE_DEEPSPEED": "true"}, "trains 2 networks (G, D)"),
+    (["--model", "vae", "--grad-accum", "2"], {"ACCELERATE_USE_DEEPSPEED": "true"}, "gradient_accumulation_steps"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, extra_env, message", REFUSALS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_a_dry_run_refuses_what_a_start_refuses(tmp_path, args, extra_env, message):
+    """--dry-run builds the method on the CPU (networks, optimizers, --init-from), so a refusal that lives in a
+    method is met there with the same line and exit status 2, before any node or GPU is spent on it."""
+    cmd = [sys.executable, str(TRAIN), "--shards-root", str(tmp_path / "shards"), *args, "--dry-run"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**env(), **extra_env}, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stdout + done.stderr[-2000:]
+    assert done.stderr.count("dgen: error:") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_dry_run_checks_a_resume(tmp_path):
+    run = tmp_path / "run"
+    train(tmp_path, "--model", "vae", "--out", run, "--max-steps", 1, *FAST)
+    for args, message in ((["--out", run, "--resume", "--latent-dim", 8], "cannot resume"),
+                          (["--model", "vae", "--out", run], "already holds a run")):
+        done = train(tmp_path, *args, "--dry-run", check=False)
+        assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert "dry run: vae" in train(tmp_path, "--out", run, "--resume", "--max-steps", 4, "--dry-run").stdout
+
+
 @pytest.mark.slow
 def test_model_that_cannot_take_the_data(tmp_path):
     done = train(tmp_path, "--model", "vae", "--image-size", 8, *FAST, check=False, timeout=120)

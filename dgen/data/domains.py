@@ -7,7 +7,8 @@
 Each side is a dataset name (SHARDS_ROOT/NAME, embedded ones sharded on first use) or a shard
 folder or URL. A method says which domains it trains on (`Method.domains`): "source" (labelled
 source only: the lower bound), "target" (labelled target only: the upper bound) or "both"
-(labelled source zipped with the *unlabelled* target: DANN, GTA). For "both" the target's labels are
+(labelled source zipped with the *unlabelled* target: DANN, GTA, and any method registered with
+`domains = "both"`). For "both" the target's labels are
 never decoded, so an unsupervised method cannot use them by mistake: its batches hold "image" and
 "label" (source) and "target_image" only. Every method is evaluated on the target's test split.
 
@@ -125,14 +126,15 @@ class DataPlan:
 
 
 def plan_data(data: str, shards_root: str, domains: str | None, model: str, image_size: int | None,
-              channels: int | None) -> DataPlan:
+              channels: int | None, pair_models: list[str] = ()) -> DataPlan:
     """Resolve --data for a method that trains on `domains` (None: one dataset). Shards embedded
     datasets on first use, so call it on one rank first (`main_process_first`)."""
     pair = split_pair(data, domains is not None)
     if domains is None:
         if pair is not None:
-            raise ConfigError(f"--data {data}: SOURCE:TARGET pairs are for the domain-adaptation models "
-                              f"(source-only, target-only, dann, gta), not {model}")
+            which = f" ({', '.join(pair_models)})" if pair_models else ""
+            raise ConfigError(f"--data {data}: SOURCE:TARGET pairs are for the domain-adaptation models{which}, "
+                              f"not {model}")
         location = ensure_shards(data, shards_root)
         manifest = load_manifest(location)
         if manifest.image_size is None and image_size is None:

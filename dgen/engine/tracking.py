@@ -124,7 +124,7 @@ def _wandb_settings():
     return wandb.Settings(console="off", silent=True)  # keep the progress bar readable
 
 
-def log_table(cells: dict, project: str = "dgen") -> str:
+def log_table(cells: dict, rows: dict, project: str = "dgen") -> str:
     """Log a domain-adaptation table (dgen.eval.table.collect's cells) to W&B as its own run (offline by itself
     when no API key is set); returns the run's folder."""
     import wandb
@@ -133,8 +133,8 @@ def log_table(cells: dict, project: str = "dgen") -> str:
 
     pairs = columns(cells)
     table = wandb.Table(columns=["method", *pairs])
-    for key in row_order({k for k, _ in cells}):
-        table.add_data(row_label(key), *[cells[key, p].text() if (key, p) in cells else "" for p in pairs])
+    for key in row_order({k for k, _ in cells}, rows):
+        table.add_data(row_label(key, rows), *[cells[key, p].text() if (key, p) in cells else "" for p in pairs])
     run = wandb.init(project=project, job_type="adaptation-table", mode=default_wandb_mode())
     run.log({"adaptation_table": table})
     for (key, pair), cell in cells.items():

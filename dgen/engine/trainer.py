@@ -40,7 +40,7 @@ from dgen.engine.signals import StopFlag, signal_name
 from dgen.engine.tracking import Tracker
 from dgen.errors import ConfigError, DgenError
 from dgen.eval.images import save_grid
-from dgen.methods import get_method
+from dgen.methods import adaptation_models, get_method
 from dgen.methods.base import DataSpec, Method
 from dgen.rng import outside_the_step, tick_seed
 
@@ -168,7 +168,7 @@ def setup(cfg: Config) -> Run:
     run_dir, ckpt = _run_dir(cfg, acc)
     with acc.main_process_first():  # rank 0 shards embedded data on first use; the others then find it
         plan = plan_data(cfg.data, cfg.shards_root, get_method(cfg.model).domains, cfg.model, cfg.image_size,
-                         cfg.channels)
+                         cfg.channels, pair_models=adaptation_models())
     cfg.image_size, cfg.channels = plan.image_size, plan.channels
     kept = _keep_global_batch(acc, cfg, json.loads((ckpt / "trainer_state.json").read_text())) if ckpt else False
     cfg.freeze()
@@ -353,16 +353,54 @@ def resolve_defaults(cfg: Config, deepspeed: bool) -> None:
         torch.set_float32_matmul_precision("high")  # TF32 for what runs in fp32
 
 
-def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
-    """The method with its networks and optimizers prepared by Accelerate (devices, DDP, DeepSpeed), in the
-    fast layout: channels-last for convolutional networks, optionally torch.compile; and each optimizer's
-    base learning rates (per parameter group), which `lr_at` scales by the step."""
+def build_method(cfg: Config, spec: DataSpec, location: str = ""):
+    """The method, its networks built for the data and initialised (e.g. --init-from): every refusal a method
+    makes happens here, so `dry_run` meets the same ones as a real start."""
     try:
         method = get_method(cfg.model)(cfg, spec)
     except ValueError as e:  # the network cannot take this data (size, channels)
         raise ConfigError(f"{cfg.model} cannot be built for {cfg.image_size}x{cfg.image_size}x{cfg.channels} "
                           f"images from {location or spec.dataset}: {e}") from None
     method.initialise(load_trained)  # e.g. --init-from; a resumed run's checkpoint then replaces these weights
+    return method
+
+
+def dry_run(cfg: Config) -> str:
+    """Everything a start checks, on the CPU, without an Accelerator, training or reading more than manifests:
+    the data plan, the stream (a global batch the split can fill), the method with its networks and optimizers,
+    DeepSpeed's limits and a resume's compatibility. Returns the summary line; raises what a start would."""
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    resolve_defaults(cfg, deepspeed)
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    plan = plan_data(cfg.data, cfg.shards_root, get_method(cfg.model).domains, cfg.model, cfg.image_size,
+                     cfg.channels, pair_models=adaptation_models())
+    cfg.image_size, cfg.channels = plan.image_size, plan.channels
+    if cfg.out and cfg.resume:
+        ckpt = latest_checkpoint(Path(cfg.out))
+        if cfg.resume == "latest" and ckpt is None:
+            raise ConfigError(f"--resume: {cfg.out} has no checkpoint to resume from")
+        if ckpt is not None:
+            check_resumable(cfg, Path(cfg.out))
+    elif cfg.out and cfg.resume is None and latest_checkpoint(Path(cfg.out)) is not None:
+        raise ConfigError(f"{cfg.out} already holds a run with checkpoints: pass --resume to continue it, "
+                          "or another --out for a new run")
+    _train_loader(plan, cfg, rank, world, torch.device("cpu"))  # manifests only: no shard is read
+    m = plan.manifest
+    method = build_method(cfg, DataSpec(m.dataset, cfg.image_size, cfg.channels, m.classes, m.attributes),
+                          plan.train)
+    if deepspeed:
+        _deepspeed_refusal(cfg, method)
+    method.optimizers()
+    location = f"{plan.source}:{plan.eval}" if plan.adaptation else plan.train
+    return (f"dry run: {cfg.model} on {location}, {cfg.max_steps} steps of batch {cfg.batch_size} per process, "
+            f"run folder {cfg.out or '(new, timestamped)'}, resume {cfg.resume or 'no'}")
+
+
+def setup_method(cfg: Config, acc, spec: DataSpec, location: str = "") -> tuple:
+    """The method with its networks and optimizers prepared by Accelerate (devices, DDP, DeepSpeed), in the
+    fast layout: channels-last for convolutional networks, optionally torch.compile; and each optimizer's
+    base learning rates (per parameter group), which `lr_at` scales by the step."""
+    method = build_method(cfg, spec, location)
     if acc.distributed_type == DistributedType.DEEPSPEED:
         _configure_deepspeed(acc, cfg, method)
     # DeepSpeed flattens parameters into byte buffers, which needs the default layout
@@ -412,9 +450,7 @@ def train_step(acc, method, optimizers: dict, base_lrs: dict, micro: list[dict],
     return terms
 
 
-def _configure_deepspeed(acc, cfg: Config, method) -> None:
-    """DeepSpeed runs one engine per Accelerator: single-model methods only, sizes set explicitly
-    (dgen does not hand its loaders to Accelerate, so DeepSpeed's "auto" batch sizes are filled here)."""
+def _deepspeed_refusal(cfg: Config, method) -> None:
     trained = method.trained()
     if len(trained) > 1:
         raise ConfigError(f"{cfg.model} trains {len(trained)} networks ({', '.join(trained)}); under "
@@ -423,6 +459,12 @@ def _configure_deepspeed(acc, cfg: Config, method) -> None:
                           "through D). Train it with DDP (any non-DeepSpeed launch config) instead")
     if cfg.grad_accum != 1:
         raise ConfigError("under DeepSpeed set gradient_accumulation_steps in the DeepSpeed JSON, not --grad-accum")
+
+
+def _configure_deepspeed(acc, cfg: Config, method) -> None:
+    """DeepSpeed runs one engine per Accelerator: single-model methods only, sizes set explicitly
+    (dgen does not hand its loaders to Accelerate, so DeepSpeed's "auto" batch sizes are filled here)."""
+    _deepspeed_refusal(cfg, method)
     ds = acc.state.deepspeed_plugin.deepspeed_config
     ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else acc.num_processes

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from dgen.errors import DgenError
 
-ROWS = {"source-only": "Train on source (lower bound)", "dann": "DANN", "gta": "GTA",
-        "target-only": "Train on target (upper bound)"}
-ADAPTATION = ("dann", "gta")
+# model -> (row label, domains): the registry's `dgen.methods.table_rows()`, which the caller passes in (eval does
+# not import methods); lower bound ("source") first, the adaptation methods ("both"), the upper bound ("target")
+Rows = dict[str, tuple[str, str]]
 
 
 def row_key(model: str, method: dict) -> str:
@@ -27,13 +27,13 @@ def row_key(model: str, method: dict) -> str:
     return model + (" + polarity flips" if method.get("invert_prob", 0) > 0 else "")
 
 
-def row_label(key: str) -> str:
+def row_label(key: str, rows: Rows) -> str:
     model, _, variant = key.partition(" + ")
-    return ROWS[model] + (f" + {variant}" if variant else "")
+    return rows[model][0] + (f" + {variant}" if variant else "")
 
 
-def row_order(keys) -> list[str]:
-    return sorted(keys, key=lambda k: (list(ROWS).index(k.partition(" + ")[0]), k))
+def row_order(keys, rows: Rows) -> list[str]:
+    return sorted(keys, key=lambda k: (list(rows).index(k.partition(" + ")[0]), k))
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Cell:
         return f"{100 * self.mean:.2f} ± {100 * self.std:.2f}% (n={len(self.values)})"
 
 
-def final_accuracy(run: Path) -> tuple[str, str, float]:
+def final_accuracy(run: Path, rows: Rows) -> tuple[str, str, float]:
     """(row key, pair, target test accuracy at the run's last step); DgenError saying why a run does not count."""
     from dgen.data.domains import dataset_name
 
@@ -62,7 +62,7 @@ def final_accuracy(run: Path) -> tuple[str, str, float]:
     if not cfg_path.is_file():
         raise DgenError("no config.json")
     cfg = json.loads(cfg_path.read_text())
-    if cfg.get("model") not in ROWS:
+    if cfg.get("model") not in rows:
         raise DgenError(f"model {cfg.get('model')!r} is not a domain-adaptation method")
     if not metrics_path.is_file():
         raise DgenError("no metrics.jsonl")
@@ -74,12 +74,12 @@ def final_accuracy(run: Path) -> tuple[str, str, float]:
             float(evals[-1]["test/accuracy"]))
 
 
-def collect(runs: list[Path]) -> tuple[dict[tuple[str, str], Cell], list[tuple[Path, str]]]:
+def collect(runs: list[Path], rows: Rows) -> tuple[dict[tuple[str, str], Cell], list[tuple[Path, str]]]:
     cells: dict[tuple[str, str], Cell] = {}
     skipped = []
     for run in runs:
         try:
-            model, pair, acc = final_accuracy(Path(run))
+            model, pair, acc = final_accuracy(Path(run), rows)
         except DgenError as e:
             skipped.append((Path(run), str(e)))
             continue
@@ -91,25 +91,28 @@ def columns(cells) -> list[str]:
     return sorted({pair for _, pair in cells})
 
 
-def markdown(cells: dict[tuple[str, str], Cell]) -> str:
+def markdown(cells: dict[tuple[str, str], Cell], rows: Rows) -> str:
     pairs = columns(cells)
     lines = ["| | " + " | ".join(pairs) + " |", "|---|" + "---|" * len(pairs)]
-    for key in row_order({k for k, _ in cells}):
-        lines.append(f"| {row_label(key)} | " + " | ".join(cells[key, p].text() if (key, p) in cells else "–"
-                                                          for p in pairs) + " |")
+    for key in row_order({k for k, _ in cells}, rows):
+        lines.append(f"| {row_label(key, rows)} | " + " | ".join(cells[key, p].text() if (key, p) in cells else "–"
+                                                                for p in pairs) + " |")
     text = "\n".join(lines) + "\n"
+    role = lambda key: rows[key.partition(" + ")[0]][1]  # noqa: E731
     gaps = []
     for p in pairs:
-        hi = cells.get(("target-only", p))
-        adapted = [(k, c) for (k, q), c in cells.items() if q == p and k.partition(" + ")[0] in ADAPTATION]
-        if not hi or not adapted:
+        his = [c for (k, q), c in cells.items() if q == p and role(k) == "target" and " + " not in k]
+        adapted = [(k, c) for (k, q), c in cells.items() if q == p and role(k) == "both"]
+        if not his or not adapted:
             continue
+        hi = his[0]
         best_key, best = max(adapted, key=lambda kc: kc[1].mean)
-        for lo_key in ("source-only", "source-only + polarity flips"):
-            lo = cells.get((lo_key, p))
-            if lo and hi.mean > lo.mean:
-                gaps.append(f"{p}: {row_label(best_key)} closes {100 * (best.mean - lo.mean) / (hi.mean - lo.mean):.0f}% "
-                            f"of the gap from {row_label(lo_key).replace(' (lower bound)', '')} to the upper bound")
+        for lo_key in sorted(k for (k, q) in cells if q == p and role(k) == "source"):
+            lo = cells[lo_key, p]
+            if hi.mean > lo.mean:
+                gaps.append(f"{p}: {row_label(best_key, rows)} closes "
+                            f"{100 * (best.mean - lo.mean) / (hi.mean - lo.mean):.0f}% of the gap from "
+                            f"{row_label(lo_key, rows).replace(' (lower bound)', '')} to the upper bound")
     if gaps:
         text += "\n" + "\n".join(f"- {g}" for g in gaps) + "\n"
     return text

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dgen import presets
 from dgen.errors import ConfigError
 from dgen.eval.tsne import save_tsne
 from dgen.methods.base import Method, ReportContext, evaluating
@@ -66,6 +67,9 @@ class Classify(Method):
     """F + C trained with cross-entropy on the labelled domain: source-only, the lower bound."""
 
     Config = ClassifierConfig
+    label = "Train on source (lower bound)"
+    # the seeds' pairs: their networks, steps and batch; every adaptation method inherits these
+    preset = staticmethod(lambda model, dataset, arch: presets.adaptation(model, dataset))
     phases = ("C",)
     loss_terms = ("cls_loss",)
     generative = False
@@ -158,6 +162,7 @@ class TargetOnly(Classify):
     """F + C trained on the target's own labels: the upper bound (not an adaptation method)."""
 
     domains = "target"
+    label = "Train on target (upper bound)"
 
 
 @dataclass
@@ -169,6 +174,7 @@ class DANNConfig(ClassifierConfig):
 class DANN(Classify):
     Config = DANNConfig
     domains = "both"
+    label = "DANN"
     loss_terms = ("cls_loss", "domain_loss")
 
     def extra_models(self, dim, classes):
@@ -217,6 +223,7 @@ class GTAConfig(ClassifierConfig):
 class GTA(Classify):
     Config = GTAConfig
     domains = "both"
+    label = "GTA"
     phases = ("D", "G", "C", "F")
     loss_terms = ("d_loss", "g_loss", "cls_loss", "f_loss")
     logs_loss = False

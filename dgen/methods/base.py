@@ -51,9 +51,16 @@ class Method:
     # False for adversarial methods: their phases' own terms (d_loss, g_loss) say more than the "loss" back-propagated
     logs_loss: ClassVar[bool] = True
     generative: ClassVar[bool] = True  # draws samples from noise (sample grids, FID/KID); False for classifiers
+    label: ClassVar[str | None] = None  # its row in `dgen eval --table` (methods with domains); None: the model name
     # None: trains on one dataset. Domain adaptation (--data SOURCE:TARGET): "source" or "target" (that
     # domain's labelled data only), "both" (labelled source + unlabelled target); evaluated on the target.
     domains: ClassVar[str | None] = None
+
+    @staticmethod
+    def preset(model: str, dataset: str, arch: str | None) -> tuple[dict, dict]:
+        """Hyper-parameters for (this model, dataset; the user's --arch): (trainer overrides, method overrides),
+        usually one of dgen/presets.py's functions. The defaults of the dataclasses otherwise."""
+        return {}, {}
 
     def __init__(self, cfg, data: DataSpec):
         self.cfg, self.hp, self.data = cfg, cfg.method, data

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from dgen import presets
 from dgen.errors import ConfigError
 from dgen.methods.base import Method, ReportContext, evaluating
 from dgen.models.augment import DiffAugment
@@ -119,6 +120,7 @@ class GAN(Method):
     phases = ("D", "G")
     loss_terms = ("d_loss", "g_loss", "d_real", "d_fake")
     logs_loss = False
+    preset = staticmethod(lambda model, dataset, arch: presets.dcgan(dataset))
 
     def __init__(self, cfg, data):
         hp = cfg.method
@@ -344,9 +346,13 @@ class VAEGANConfig(GANConfig):  # seed 001: unbalanced G/D, LSGAN, flips every 1
     instance_noise: float = 0.1
 
 
-def flavour(config: type) -> type:
-    return type(f"GAN[{config.__name__}]", (GAN,), {"Config": config})
+def flavour(config: type, preset=None) -> type:
+    """A GAN with other defaults (`config`) and, optionally, its own presets (else DCGAN's recipe with its loss)."""
+    preset = preset or (lambda model, dataset, arch: presets.dcgan(dataset, config.loss))
+    return type(f"GAN[{config.__name__}]", (GAN,), {"Config": config, "preset": staticmethod(preset)})
 
 
-METHODS = {"dcgan": GAN, "lsgan": flavour(LSGANConfig), "wgan": flavour(WGANConfig),
-           "wgan-gp": flavour(WGANGPConfig), "vaegan": flavour(VAEGANConfig)}
+METHODS = {"dcgan": GAN, "lsgan": flavour(LSGANConfig),
+           "wgan": flavour(WGANConfig, lambda model, dataset, arch: presets.wgan(dataset, arch)),
+           "wgan-gp": flavour(WGANGPConfig, lambda model, dataset, arch: presets.wgan_gp(dataset, arch)),
+           "vaegan": flavour(VAEGANConfig, lambda model, dataset, arch: presets.vaegan(dataset))}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dgen import presets
 from dgen.eval.images import save_reconstructions, save_variations
 from dgen.eval.tsne import save_tsne
 from dgen.methods.base import Method, ReportContext, evaluating
@@ -42,6 +43,7 @@ class VAE(Method):
     phases = ("vae",)
     loss_terms = ("recon", "kl")
     network = ConvVAE
+    preset = staticmethod(lambda model, dataset, arch: presets.vae(dataset))
 
     def build(self):
         d = self.data
@@ -135,6 +137,7 @@ class MlpVAEConfig:
 class MlpVAEMethod(VAE):
     Config = MlpVAEConfig
     network = MlpVAE
+    preset = staticmethod(lambda model, dataset, arch: presets.mlp_vae(dataset))
 
     def recon_loss(self, out, x):
         """Binary cross-entropy summed over an image's pixels; `out` are logits, targets in [0, 1]."""
@@ -143,3 +146,6 @@ class MlpVAEMethod(VAE):
 
     def kl_scale(self) -> float:
         return 1.0
+
+
+METHODS = {"vae": VAE, "mlp-vae": MlpVAEMethod}
