@@ -52,7 +52,7 @@ class Config:
     verify_shards: bool = True  # check each shard's sha256 against the manifest when a process first reads it
     log_every: int = 50  # steps between metric lines (metrics.jsonl, W&B, progress bar)
     sample_every: int = 500  # steps between sample grids from fixed noise
-    eval_every: int = 1000  # steps between evaluations on the test split
+    eval_every: int = 1000  # steps between evaluations on the test split; 0 = none (nor in the report)
     ckpt_every: int = 500  # steps between checkpoints
     keep_checkpoints: int = 2  # newest checkpoints kept (the best one, where tracked, is kept too)
     tracker: str = "wandb"  # wandb (offline by itself when no API key is set) | none
@@ -95,7 +95,7 @@ CHOICES = {
     "resume": (None, "latest", "auto"),
     "channels": (None, 1, 3),
 }
-POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "eval_every", "ckpt_every",
+POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "ckpt_every",
             "keep_checkpoints", "shuffle_lanes")
 
 
@@ -108,6 +108,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{flag_name(key)} must be >= 1, got {getattr(cfg, key)}")
     if cfg.lr <= 0:
         raise ConfigError(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.eval_every < 0:
+        raise ConfigError(f"--eval-every must be >= 0 (0: no test-split evaluation), got {cfg.eval_every}")
     if cfg.num_workers is not None and cfg.num_workers < 0:
         raise ConfigError(f"--num-workers must be >= 0, got {cfg.num_workers}")
 

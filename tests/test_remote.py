@@ -145,6 +145,19 @@ def test_a_server_that_stalls_or_stops_is_an_error_not_a_hang(served, tmp_path):
     assert "no readable samples" in err and "Connection refused" in err
 
 
+@pytest.mark.slow
+def test_a_shard_the_server_lacks_is_refused_at_start_up(served, tmp_path):
+    """The start-up check asks an http(s) server for every shard the run will read (HEAD): one it does not
+    have stops the run before its first step, named."""
+    root = tmp_path / "root"
+    shutil.copytree(served / "digits", root / "digits")
+    (root / "digits" / "train-000001.tar").unlink()
+    with ShardServer(root) as server:
+        done = run(tmp_path, "--model", "vae", "--data", server.url("digits"), "--max-steps", 3, *FAST, "--dry-run")
+        assert done.returncode == 2 and "train-000001.tar (HTTP 404" in done.stderr, done.stderr[-2000:]
+        assert server.requests["digits/train-000001.tar"] == 0  # HEAD requests are not GETs: nothing downloaded
+
+
 def test_fetch_retries_what_a_server_asks_to_retry_and_not_the_rest(served, monkeypatch):
     monkeypatch.setenv("DGEN_REMOTE_RETRIES", "1")
     with ShardServer(served) as server:

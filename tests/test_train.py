@@ -456,6 +456,52 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
+def test_missing_or_resized_shards_are_refused_before_the_first_step(tmp_path, digits_copy):
+    """A shard the manifest lists and the disk lacks, or one of another size, is one line at start-up (and in a
+    dry run) naming it, before any step is trained: not an error at the first evaluation, steps later."""
+    (digits_copy / "test-000001.tar").rename(tmp_path / "kept.tar")
+    for extra in ([], ["--dry-run"]):
+        done = train(tmp_path, "--model", "vae", "--data", digits_copy, "--out", tmp_path / "run", "--max-steps", 3,
+                     *FAST, *extra, check=False)
+        assert done.returncode == 2 and "test-000001.tar (missing)" in done.stderr, done.stderr[-2000:]
+        assert "restore them" in done.stderr and not (tmp_path / "run" / "metrics.jsonl").exists()
+    (tmp_path / "kept.tar").rename(digits_copy / "test-000001.tar")
+    shard = digits_copy / "train-000002.tar"
+    size = shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[:size // 2])
+    done = train(tmp_path, "--model", "vae", "--data", digits_copy, "--max-steps", 3, *FAST, check=False)
+    assert done.returncode == 2 and f"train-000002.tar ({size // 2:,} bytes, the manifest says {size:,})" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_failed_evaluation_checkpoints_before_it_exits(tmp_path, digits_copy):
+    """The test shard changes after start-up (one byte: its size is right, its sha256 is not): the evaluation at
+    step 25 fails, the state of step 25 is checkpointed first (two loader workers running), the error says what
+    to do, and --resume after restoring the shard trains steps 26-30 only."""
+    from tests.test_stream import _change_a_label
+
+    shard = digits_copy / "test-000000.tar"
+    original = shard.read_bytes()
+    _change_a_label(shard)
+    run = tmp_path / "run"
+    done = train(tmp_path, "--model", "vae", "--data", digits_copy, "--out", run, "--max-steps", 30, *FAST,
+                 "--ckpt-every", 20, "--eval-every", 25, "--num-workers", 2, check=False, timeout=180)
+    assert done.returncode == 2, done.stderr[-3000:]
+    err = done.stderr
+    assert "sampling or evaluation at step 25 failed" in err and "test-000000.tar" in err
+    assert "the training state of step 25 is checkpointed" in err and f"--resume --out {run}" in err
+    assert "--eval-every 0" in err and err.count("dgen: error:") == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000020", "step-00000025"]
+    shard.write_bytes(original)
+    train(tmp_path, "--out", run, "--resume", "--max-steps", 30)
+    assert [s for s, *_ in losses(run)] == list(range(1, 31))  # every step once: nothing lost, nothing twice
+    # or, without restoring it: --eval-every 0 trains on without the test split
+    _change_a_label(shard)
+    train(tmp_path, "--out", run, "--resume", "--max-steps", 33, "--eval-every", 0)
+    assert losses(run)[-1][0] == 33
+
+
+@pytest.mark.slow
 def test_an_altered_shard_is_skipped_counted_and_reported(tmp_path, digits_copy):
     """One label byte changed inside a train shard: its hash no longer matches the manifest, so training skips
     the shard, and the count reaches metrics.jsonl and the report (the run goes on)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dgen.data.auto import ensure_shards
-from dgen.data.manifest import Manifest, load_manifest
+from dgen.data.manifest import Manifest, absent_shards, load_manifest
 from dgen.data.stream import StreamLoader
 from dgen.errors import ConfigError, DataError
 
@@ -146,6 +146,7 @@ def plan_data(data: str, shards_root: str, domains: str | None, model: str, imag
                 why = f" (its {skipped} items were unreadable when it was sharded)" if skipped else ""
                 raise DataError(f"split {name!r} of {location} holds no samples{why}: a run needs train samples "
                                 "and evaluates on the test split; re-shard the data")
+        _check_present(location, manifest, ["train", split])
         return DataPlan(location, None, location, split, None, manifest, image_size or manifest.image_size[0],
                         channels or manifest.channels)
     if pair is None:
@@ -166,10 +167,22 @@ def plan_data(data: str, shards_root: str, domains: str | None, model: str, imag
         raise DataError(f"the domains have different classes: source {src} has {len(ms.classes)} "
                         f"({', '.join(ms.classes[:12])}), target {tgt} has {len(mt.classes)} "
                         f"({', '.join(mt.classes[:12])})")
+    for m, loc in ((ms, src), (mt, tgt)):
+        _check_present(loc, m, ["train", "test"])
     size = image_size or max(ms.image_size[0], mt.image_size[0])
     ch = channels or max(ms.channels, mt.channels)
     train, manifest = (tgt, mt) if domains == "target" else (src, ms)
     return DataPlan(train, tgt if domains == "both" else None, tgt, "test", src, manifest, size, ch)
+
+
+def _check_present(location: str, manifest: Manifest, splits: list) -> None:
+    """Before the first step: every shard the run will read is there, at its size (`absent_shards`); a shard
+    lost from the disk would otherwise be found only when a stream reaches it, at an evaluation hours later."""
+    absent = absent_shards(location, manifest, [s for s in splits if s])
+    if absent:
+        more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
+        raise DataError(f"{len(absent)} shard(s) of {location} are not as its manifest says: {', '.join(absent[:5])}"
+                        f"{more}; restore them (or re-shard the data with `dgen shard`), then start again")
 
 
 class PairedLoader:

@@ -33,6 +33,7 @@ class ShardInfo:
     name: str
     samples: int
     sha256: str
+    bytes: int | None = None  # the file's size (manifests written before dgen recorded it have None)
 
 
 @dataclass
@@ -148,3 +149,43 @@ def dataset_location(location: str | Path) -> str:
     if not is_remote(location) and Path(location).name == MANIFEST:
         return str(Path(location).parent)
     return location
+
+
+def absent_shards(location: str | Path, manifest: Manifest, splits: list[str]) -> list[str]:
+    """One line per shard of `splits` that is not where the manifest says, or not of its recorded size: local
+    files by stat, http(s) ones by a HEAD request (16 at a time); `pipe:` commands cannot be asked cheaply and
+    are left to the sha256 check when they are read."""
+    location = str(dataset_location(location))
+    shards = [sh for split in dict.fromkeys(splits) if split in manifest.splits
+              for sh in manifest.splits[split].shards if sh.samples > 0]
+    if location.startswith("pipe:"):
+        return []
+
+    def problem(sh: ShardInfo) -> str | None:
+        url = shard_url(location, sh.name)
+        if is_remote(url):
+            from dgen.data.remote import head_size
+
+            try:
+                size = head_size(url)
+            except OSError as e:
+                return f"{sh.name} ({e})"
+        else:
+            try:
+                size = Path(url).stat().st_size
+            except FileNotFoundError:
+                return f"{sh.name} (missing)"
+            except OSError as e:
+                return f"{sh.name} ({e.strerror})"
+        if sh.bytes is not None and size is not None and size != sh.bytes:
+            return f"{sh.name} ({size:,} bytes, the manifest says {sh.bytes:,})"
+        return None
+
+    if is_remote(location):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:
+            found = list(pool.map(problem, shards))
+    else:
+        found = [problem(sh) for sh in shards]
+    return [p for p in found if p]

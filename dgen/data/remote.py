@@ -112,3 +112,16 @@ def _pipe(command: str, url: str) -> bytes:
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def head_size(url: str) -> int | None:
+    """The size an http(s) server reports for `url` (a HEAD request; None if it does not say); RemoteError if it
+    has no such file or does not answer within DGEN_REMOTE_TIMEOUT."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s()) as response:
+            size = response.headers.get("Content-Length")
+    except urllib.error.HTTPError as e:
+        raise RemoteError(f"HTTP {e.code} {e.reason}") from None
+    except (OSError, http.client.HTTPException) as e:
+        raise RemoteError(str(getattr(e, "reason", e))) from None
+    return int(size) if size is not None else None

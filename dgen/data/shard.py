@@ -218,12 +218,12 @@ def _write_job(job: ShardJob) -> ShardResult:
                     written += 1
             f.flush()
             os.fsync(f.fileno())
-        digest = _sha256(tmp)
+        digest, size = _sha256(tmp), tmp.stat().st_size
         os.replace(tmp, out / name)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return ShardResult(job, ShardInfo(name, written, digest), skipped, sizes)
+    return ShardResult(job, ShardInfo(name, written, digest, size), skipped, sizes)
 
 
 def _sha256(path: Path) -> str:

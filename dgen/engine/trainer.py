@@ -80,14 +80,17 @@ def train(cfg: Config) -> Path:
             # -- samples and evaluation, on generators of their own (training's RNG is left as it was) --
             best = False
             sampling = method.generative and (step % cfg.sample_every == 0 or last)
-            evaluating = run.plan.eval_split and (step % cfg.eval_every == 0 or last)
+            evaluating = run.plan.eval_split and cfg.eval_every > 0 and (step % cfg.eval_every == 0 or last)
             if sampling or evaluating:
-                with window.outside("time/eval_s"), outside_the_step(tick_seed(cfg.seed, step, acc.process_index),
-                                                                     acc.device):
-                    if sampling:
-                        progress.append((step, _samples(run, step)))
-                    if evaluating:
-                        scores, best = _evaluate_all(run, scores, step)
+                try:
+                    with window.outside("time/eval_s"), outside_the_step(tick_seed(cfg.seed, step, acc.process_index),
+                                                                         acc.device):
+                        if sampling:
+                            progress.append((step, _samples(run, step)))
+                        if evaluating:
+                            scores, best = _evaluate_all(run, scores, step)
+                except Exception as e:
+                    raise _kept_progress(run, e, "sampling or evaluation") from None
 
             # -- checkpoint: on schedule, at the end, when stopping, and at a new best FID ------------
             if step % cfg.ckpt_every == 0 or last or stopping or best:
@@ -99,9 +102,13 @@ def train(cfg: Config) -> Path:
                             signal_name(stopping), where, step, run.run_dir)
                 break
         else:
-            with outside_the_step(tick_seed(cfg.seed, state["step"] + 1, acc.process_index), acc.device):
-                write_report(acc, method, cfg, run.run_dir, run.plan.eval, run.plan.eval_split, run.fixed,
-                             run.tracker, progress, run.plan.source)
+            try:
+                with outside_the_step(tick_seed(cfg.seed, state["step"] + 1, acc.process_index), acc.device):
+                    write_report(acc, method, cfg, run.run_dir, run.plan.eval,
+                                 run.plan.eval_split if cfg.eval_every > 0 else None, run.fixed, run.tracker,
+                                 progress, run.plan.source)
+            except Exception as e:
+                raise _kept_progress(run, e, "the report", final=True) from None
     finally:
         if keys is not None:
             keys.close()
@@ -111,6 +118,28 @@ def train(cfg: Config) -> Path:
         window.close_busy()
         run.tracker.close()
     return run.run_dir
+
+
+def _kept_progress(run: "Run", error: Exception, what: str, final: bool = False) -> DgenError:
+    """An evaluation, sampling or report step failed: checkpoint the training state of this step first (one
+    process: its collectives are its own), so `--resume` loses nothing, and say what to do."""
+    step = run.state["step"]
+    if final:
+        kept = f"training finished and step {step} is checkpointed; `dgen eval --run {run.run_dir}` scores it again"
+    elif run.acc.num_processes > 1:
+        done = [int(p.name.split("-")[1]) for p in (run.run_dir / "checkpoints").glob("step-*")]
+        kept = (f"with {run.acc.num_processes} processes the run cannot checkpoint alone; the last checkpoint is "
+                f"step {max(done) if done else 'none'}")
+    else:
+        try:
+            run.checkpoints.save(run.state, list(run.method.models.values()))
+            kept = f"the training state of step {step} is checkpointed"
+        except Exception as e2:
+            kept = f"and the checkpoint of step {step} could not be written either ({e2})"
+    why = f"{error}" if isinstance(error, DgenError) else f"{type(error).__name__}: {error}"
+    return DgenError(f"{what} at step {step} failed: {why}; {kept}. Fix the cause (e.g. restore the shard) and "
+                     f"continue with --resume --out {run.run_dir}, or train without it: --no-fid (FID), "
+                     "--eval-every 0 (no test-split evaluation)")
 
 
 class _KeyLog:
