@@ -67,6 +67,26 @@ def submit_train(cluster, work, digits_shards_root, out: str, steps: int, *extra
                           "--out", out, "--max-steps", str(steps), *extra, cwd=work, env=env())
 
 
+def wait_requeued(cluster, job: int, *while_held: str) -> dict:
+    """Wait for a preempted job to be requeued, run again and end; `while_held`: `scontrol update` settings for
+    the job while it waits (e.g. another node count). Returns its final scontrol record."""
+    deadline, held_since = time.time() + 300, None
+    while time.time() < deadline:
+        info = cluster.job(job)
+        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
+            if while_held and held_since is None:
+                cluster.run("scontrol", "update", f"JobId={job}", *while_held)
+            # Shorten Slurm's ~2 minute hold of a requeued job, but only once the old instance has been
+            # cleaned up: a job restarted at once is killed with "Job credential revoked".
+            held_since = held_since or time.time()
+            if time.time() - held_since > 15:
+                cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+        if info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"):
+            return info
+        time.sleep(0.5)
+    return cluster.job(job)
+
+
 def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_shards_root):
     straight = submit_train(cluster, work, digits_shards_root, "runs/straight", 30)
     info = cluster.wait_job(straight, timeout=300)
@@ -82,18 +102,7 @@ def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
         time.sleep(0.2)
     cluster.run("scancel", "--signal=USR1", "--batch", job)  # what --signal=B:USR1@120 sends before the limit
-    deadline, held_since = time.time() + 300, None
-    while time.time() < deadline:
-        info = cluster.job(job)
-        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
-            # Shorten Slurm's ~2 minute hold of a requeued job, but only once the old instance has been
-            # cleaned up: a job restarted at once is killed with "Job credential revoked".
-            held_since = held_since or time.time()
-            if time.time() - held_since > 15:
-                cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
-        if info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"):
-            break
-        time.sleep(0.5)
+    info = wait_requeued(cluster, job)
     text = log(work, job)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-4000:]
     assert "SIGTERM: checkpointed at step" in text and "requeueing" in text and "restart 1] training finished" in text
@@ -147,19 +156,7 @@ def test_a_requeue_on_fewer_nodes_continues_the_same_global_batches(cluster, wor
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):
         time.sleep(0.2)
     cluster.run("scancel", "--signal=USR1", "--batch", job)
-    deadline, held_since, resized = time.time() + 300, None, False
-    while time.time() < deadline:
-        info = cluster.job(job)
-        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
-            if not resized:
-                cluster.run("scontrol", "update", f"JobId={job}", "NumNodes=1-1", "NumTasks=1")
-                resized = True
-            held_since = held_since or time.time()
-            if time.time() - held_since > 15:
-                cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
-        if info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"):
-            break
-        time.sleep(0.5)
+    info = wait_requeued(cluster, job, "NumNodes=1-1", "NumTasks=1")
     text = log(work, job)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-4000:]
     assert "resuming a checkpoint of 2 process(es) on 1: 32 images per process (was 16)" in text, text[-4000:]

@@ -34,6 +34,7 @@ environment variables unless given.
 
 from __future__ import annotations
 
+import atexit
 import io
 import itertools
 import json
@@ -41,6 +42,7 @@ import logging
 import math
 import os
 import signal
+import weakref
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -177,31 +179,46 @@ class ShardStream(IterableDataset):
 
     # -- training: the global order, a fixed number of batches ---------------------------------------
     def _train(self) -> Iterator[dict]:
-        """One part per batch of this rank's epoch: the samples of the worker's lanes (see dgen.data.order).
-        DataLoader takes one item from each worker in turn, so `StreamLoader` joins every `workers` items."""
+        """This worker's parts of the rank's batches (the samples of its lanes, see dgen.data.order), `workers`
+        batches per item: DataLoader takes one item from each worker in turn, and `StreamLoader._joined` makes
+        `workers` batches of every `workers` items. An item holds one batch's worth of images in one tensor, so a
+        batch costs one shared-memory transfer whatever the worker count (one per part cost a quarter of the
+        images/s with 2 workers)."""
         wid, nw = _worker()
         order = GlobalOrder(self.counts, self.seed, self.batch_size * self.world_size, self.lanes)
         shards = _LaneShards(self, wid)
         first = self.epoch * self.epoch_batches
-        for k in range(self.start_batch, self.epoch_batches):
-            shard, pos, lane = order.part(first + k, self.rank, self.world_size)
-            bad, got, where = [0, 0], [], []
-            for i in np.nonzero(lane % nw == wid)[0]:
-                raw = shards.sample(int(lane[i]), int(shard[i]), int(pos[i]), bad)
-                if raw is None:
-                    continue
-                try:
-                    got.append(self.decoder(raw))
-                except Exception as e:
-                    bad[0] += 1
-                    shards.skipped += 1
-                    log.warning("skipping undecodable sample %s in %s (%s); %d skipped by rank %d worker %d so far",
-                                raw.get("__key__"), raw.get("__url__"), e, shards.skipped, self.rank, wid)
-                    continue
-                where.append(int(i))
-            out = collate(got) if got else {}
-            out.update(where=torch.tensor(where, dtype=torch.int64), skipped=torch.tensor(bad), batch=k)
+        for k0 in range(self.start_batch, self.epoch_batches, nw):
+            parts, images = [], []
+            for k in range(k0, min(k0 + nw, self.epoch_batches)):
+                part, got = self._part(order, shards, first + k, wid, nw)
+                parts.append({**part, "batch": k})
+                images += got
+            out = {"parts": parts}  # Python lists, pickled with the item; only the images need shared memory
+            if images:
+                out["image"] = torch.stack([g["image"] for g in images])
+                out["key"] = [g["key"] for g in images]
+                out.update({name: [g[name] for g in images] for name in ("label", "attrs") if name in images[0]})
             yield out
+
+    def _part(self, order: GlobalOrder, shards: _LaneShards, k: int, wid: int, nw: int) -> tuple[dict, list[dict]]:
+        """Worker wid's decoded samples of global batch k, with their places in the rank's batch."""
+        shard, pos, lane = (a.tolist() for a in order.part(k, self.rank, self.world_size))
+        bad, got, where = [0, 0], [], []
+        for i in (range(len(lane)) if nw == 1 else [i for i, n in enumerate(lane) if n % nw == wid]):
+            raw = shards.sample(lane[i], shard[i], pos[i], bad)
+            if raw is None:
+                continue
+            try:
+                got.append(self.decoder(raw))
+            except Exception as e:
+                bad[0] += 1
+                shards.skipped += 1
+                log.warning("skipping undecodable sample %s in %s (%s); %d skipped by rank %d worker %d so far",
+                            raw.get("__key__"), raw.get("__url__"), e, shards.skipped, self.rank, wid)
+                continue
+            where.append(i)
+        return {"where": where, "skipped": bad}, got
 
     # -- evaluation: every sample exactly once ---------------------------------------------------------
     def slot_samples(self, wid: int, nw: int) -> list[tuple[int, list[int] | None]]:
@@ -259,6 +276,7 @@ class StreamLoader:
         self.stream, self.manifest, self.split = stream, manifest, split
         self.num_workers, self.pin_memory, self.uint8 = num_workers, pin_memory, uint8
         self._live = None  # the current pass's DataLoader iterator, for close()
+        _OPEN.add(self)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         if self.stream.train and not 0 <= start_batch <= len(self):
@@ -284,31 +302,53 @@ class StreamLoader:
         batches = self._joined(self._live) if self.stream.train else self._live
         return batches if self.uint8 else map(_float_images, batches)
 
-    def _joined(self, parts: Iterator[dict]) -> Iterator[dict]:
+    def _joined(self, items: Iterator[dict]) -> Iterator[dict]:
         """Training: each batch from one part per worker, in the global order's sequence; samples that could not be
         read are replaced by repeating the batch's others, so every batch has its full size."""
-        nw, size = max(1, self.num_workers), self.stream.batch_size
+        nw = max(1, self.num_workers)
         while True:
-            group = list(itertools.islice(parts, nw))
-            if not group:
+            chunk = list(itertools.islice(items, nw))  # one item per worker: parts of the same batches
+            if not chunk:
                 return
-            have = [p for p in group if "image" in p]
-            if not have:
-                k, e = group[0]["batch"], self.stream.epoch
-                raise DataError(f"no readable samples for batch {k} of epoch {e} on rank {self.stream.rank}: every "
-                                f"shard it needs failed (see the warnings above; the split has {len(self.stream.urls)} "
-                                "shards)")
-            where = torch.cat([p["where"] for p in have])
-            pick = torch.argsort(where)
-            pick = pick[torch.arange(size) % len(pick)]  # missing samples: the batch's own, again
-            batch = {"image": torch.cat([p["image"] for p in have])[pick]}
-            keys = [key for p in have for key in p["key"]]
-            batch["key"] = [keys[i] for i in pick.tolist()]
-            for name in ("label", "attrs"):
-                if name in have[0]:
-                    batch[name] = torch.cat([p[name] for p in have])[pick]
-            batch["skipped"] = sum(p["skipped"] for p in group)
-            yield batch
+            split = [_split(item) for item in chunk]
+            for j in range(len(chunk[0]["parts"])):
+                yield self._join([parts[j] for parts in split])
+
+    def _join(self, group: list[dict]) -> dict:
+        size = self.stream.batch_size
+        have = [p for p in group if p["where"]]
+        if not have:
+            k, e = group[0]["batch"], self.stream.epoch
+            raise DataError(f"no readable samples for batch {k} of epoch {e} on rank {self.stream.rank}: every "
+                            f"shard it needs failed (see the warnings above; the split has {len(self.stream.urls)} "
+                            "shards)")
+        where = [i for p in have for i in p["where"]]
+        names = [name for name in ("label", "attrs") if name in have[0]]
+        if len(have) == 1 and where == list(range(size)):  # one worker, nothing missing: as it came
+            p = have[0]
+            batch = {"image": p["image"], "key": p["key"], **{n: torch.tensor(p[n]) for n in names}}
+        elif len(where) == size:  # the workers' lanes interleave: each lane's run copied into its place
+            first = have[0]["image"]
+            images = torch.empty((size, *first.shape[1:]), dtype=first.dtype, pin_memory=self.pin_memory)
+            batch = {"image": images, "key": [None] * size}
+            extra = {n: [0] * size for n in names}
+            for p in have:
+                for j, i, n in _runs(p["where"]):
+                    batch["image"][i:i + n] = p["image"][j:j + n]  # a slice: a plain copy, unlike indexing
+                for j, i in enumerate(p["where"]):
+                    batch["key"][i] = p["key"][j]
+                    for n in names:
+                        extra[n][i] = p[n][j]
+            batch.update({n: torch.tensor(v) for n, v in extra.items()})
+        else:  # samples missing: the batch's own again in their places
+            pick = torch.argsort(torch.tensor(where))
+            pick = pick[torch.arange(size) % len(pick)].tolist()
+            images = torch.cat([p["image"] for p in have])
+            flat = {n: [v for p in have for v in p[n]] for n in ("key", *names)}
+            batch = {"image": images[pick], "key": [flat["key"][i] for i in pick],
+                     **{n: torch.tensor([flat[n][i] for i in pick]) for n in names}}
+        batch["skipped"] = torch.tensor([sum(p["skipped"][j] for p in group) for j in (0, 1)])
+        return batch
 
     def close(self) -> None:
         """Stop the loader workers now. Left to garbage collection after an error (a full disk, a diverged
@@ -319,9 +359,36 @@ class StreamLoader:
         self._live = None
 
 
+def _split(item: dict) -> list[dict]:
+    """A worker's item as its parts, each with its own images (views), keys and labels."""
+    parts, at = [], 0
+    for part in item["parts"]:
+        n = len(part["where"])
+        mine = {name: item[name][at:at + n] for name in ("image", "key", "label", "attrs") if name in item}
+        parts.append({**part, **mine})
+        at += n
+    return parts
+
+
+def _runs(where: list[int]) -> Iterator[tuple[int, int, int]]:
+    """(start in the part, start in the batch, length) of each run of consecutive places in `where`."""
+    start = 0
+    for j in range(1, len(where) + 1):
+        if j == len(where) or where[j] != where[j - 1] + 1:
+            yield start, where[start], j - start
+            start = j
+
+
 def _float_images(batch: dict) -> dict:
     batch["image"] = to_float(batch["image"])
     return batch
+
+
+# Loaders left open when the interpreter exits (a script that stops iterating, a notebook): their workers ignore
+# SIGTERM (below), so multiprocessing's exit handler, which terminates and joins them, would wait for good.
+# Registered after torch imported multiprocessing, this handler runs before that one.
+_OPEN: "weakref.WeakSet[StreamLoader]" = weakref.WeakSet()
+atexit.register(lambda: [loader.close() for loader in list(_OPEN)])
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
