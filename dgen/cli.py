@@ -3,7 +3,7 @@
     dgen shard SOURCE [--root DIR] --out shards/NAME   pack a dataset into WebDataset shards
     dgen merge DIR                                     join the part manifests of `shard --part I/N`
     dgen verify DIR                                    check shards against their manifest
-    dgen bench [loader|train]                          images/s vs a plain PyTorch script (README, Performance)
+    dgen bench [loader|train]                          images/s vs a plain PyTorch script (docs/performance.md)
     dgen train --model vae [...]                       same as `accelerate launch dgen/train.py ...`
     dgen sample --run RUN_DIR [--n 64]                 images from a trained run's latest checkpoint
     dgen eval --run RUN_DIR [--untrained] | --data DIR FID/KID (classifier features) of a run, or train vs test
@@ -148,7 +148,8 @@ def _run_eval(args) -> int:
     steps = {"steps": args.fid_classifier_steps} if args.fid_classifier_steps else {}
     steps["image_size"] = args.image_size
     if args.run_dir:
-        result = score_run(args.run_dir, untrained=args.untrained, samples=args.samples)
+        result = score_run(args.run_dir, untrained=args.untrained, samples=args.samples,
+                           inception=not args.no_inception)
     elif args.images:
         result = score_images(args.images, args.data, split=args.split or "test", samples=args.samples, **steps)
     else:
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "  dgen eval --table runs/* --out table.md")
     p.add_argument("--run", dest="run_dir", help="run folder: score its latest checkpoint")
     p.add_argument("--untrained", action="store_true", help="score the run's architecture freshly initialised")
+    p.add_argument("--no-inception", action="store_true",
+                   help="with --run: no Inception FID/KID, even where torchvision's weights are at hand")
     p.add_argument("--samples", type=_positive, default=2000, metavar="N",
                    help="generated images; with --images the first this many in sorted order; with --data alone "
                         "the first this many training images, as many as a run's FID uses (default: 2000)")

@@ -42,7 +42,7 @@ class Config:
     weight_decay: float = 0.0  # L2 weight decay in Adam; 0 = off
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     lr_schedule: str = "constant"  # constant | cosine | dann (lr / (1 + 10 p)^0.75, p = progress; Ganin et al.)
-    mixed_precision: str | None = None  # no | fp16 | bf16; None: the launcher's, else bf16 on a CUDA GPU, no on CPU (GTA's digits preset: bf16 where the CPU has it)
+    mixed_precision: str | None = None  # no | fp16 | bf16; None: the launcher's, else bf16 on a CUDA GPU, no on CPU (on a CPU with native bf16 some presets pick bf16: dgen/presets.py)
     compile: bool = False  # torch.compile the networks (first steps slower while it compiles)
     image_size: int | None = None  # square side in px the images are resized to; None: the shards' size
     channels: int | None = None  # 1 = gray, 3 = RGB; None: the shards' channels
@@ -63,10 +63,11 @@ class Config:
     wandb_job_type: str | None = None  # W&B job type, e.g. "train" or "sweep"; None: WANDB_JOB_TYPE
     progress: bool = True  # progress bar on rank 0
     dist_timeout: int = 600  # seconds a collective may wait for another rank before the run fails
-    fid: bool = True  # FID/KID of samples at evaluation ticks (classifier features; needs class labels)
+    fid: bool = True  # FID/KID of samples at evaluation ticks: classifier features (labelled data) and Inception's
     fid_samples: int = 2000  # generated images per FID evaluation (over all ranks)
     fid_classifier_steps: int = 600  # training steps of the feature classifier (cached per shards + setting)
-    inception_weights: str = ""  # a local Inception-v3 state dict: Inception features instead
+    inception: bool = True  # Inception-v3 FID/KID too, where torchvision's weights are in torch's hub cache or can be fetched there (on a CPU: at the last evaluation only)
+    inception_weights: str = ""  # an Inception-v3 state dict file to use instead of the hub cache's
     method: typing.Any = None  # the method's own dataclass (filled in by resolve)
 
     def freeze(self) -> None:

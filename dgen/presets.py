@@ -53,7 +53,7 @@ EMBEDDED = ("digits", "digits-m")
 # Real MNIST (60,000 training digits): logs, samples and checkpoints often enough to watch a run of 10-20 minutes,
 # FID at about 1/3, 2/3 and the end (the trainer also evaluates at the last step)
 MNIST_CADENCE = dict(log_every=50, sample_every=500, eval_every=1000, ckpt_every=500)
-# What the field uses for small datasets, measured on the embedded digits (README, GANs): an average of G's
+# What the field uses for small datasets, measured on the embedded digits (docs/results.md): an average of G's
 # weights for samples and FID (half-life 100 G steps, ramped up) and DiffAugment on D's inputs.
 SMALL_DATA_GAN = dict(ema=100.0, augment="color,translation,cutout")
 # The GANs built for 32 px (dcgan's and wgan's networks, vaegan's) on MNIST: its 28 px digits resized to 32
@@ -71,7 +71,7 @@ def dcgan(dataset: str, loss: str = "bce") -> tuple[dict, dict]:
                      **_cpu_speed()),
                 dict(arch="mnist", loss=loss, width=32, ema=SMALL_DATA_GAN["ema"]))
     if dataset in EMBEDDED:  # half width (ngf = ndf = 32) buys twice the steps of width 64 in the CPU budget,
-        # and both losses reach FID < 20 there (README, GANs); FID at 1/3, 2/3 and the end
+        # and both losses reach FID < 20 there (docs/results.md); FID at 1/3, 2/3 and the end
         return {**DIGITS_GAN_LONG, **adam}, dict(loss=loss, width=32, **SMALL_DATA_GAN)
     if dataset in SMALL_DIGITS:
         return dict(**DIGITS_GAN, **adam), dict(loss=loss)
@@ -88,7 +88,7 @@ def wgan(dataset: str, arch: str | None = None) -> tuple[dict, dict]:
     if dataset == "mnist":  # the embedded digits' recipe (below) at 32 px, without DiffAugment (60,000 images)
         return ({**MNIST_GAN, "lr": 2e-4, "max_steps": 12_000, "eval_every": 4000, **_cpu_speed()},
                 dict(arch="dcgan", width=32, n_critic=1, clip=0.1, update="simultaneous", ema=SMALL_DATA_GAN["ema"]))
-    if dataset in EMBEDDED:  # measured there (README, GANs): half width, n_critic 1, lr 2e-4 and clipping at 0.1
+    if dataset in EMBEDDED:  # measured there (docs/results.md): half width, n_critic 1, lr 2e-4 and clipping at 0.1
         # learn fastest per step (clip 0.01: 32.4, 0.2: 27.1 at 6,000 steps), but clipping needs ~15,000 steps for
         # FID < 20: D and G update in one pass (1.2x the images/s) and, on a CPU, in bf16 where it computes bf16 natively
         return ({**DIGITS_GAN_LONG, "lr": 2e-4, "max_steps": 15_000, "eval_every": 5000, "sample_every": 1000,
@@ -109,7 +109,7 @@ def wgan_gp(dataset: str, arch: str | None = None) -> tuple[dict, dict]:
     if dataset == "mnist":  # the embedded digits' recipe (below) at 32 px, without DiffAugment
         return {**MNIST_GAN, **top, "lr": 2e-4, "max_steps": 6000, "eval_every": 2000}, \
             {**meth, "width": 32, "n_critic": 1, "gp_every": 4, "ema": SMALL_DATA_GAN["ema"]}
-    if dataset in EMBEDDED:  # half width and 6,000 steps, as dcgan; measured there (README, GANs): n_critic 1
+    if dataset in EMBEDDED:  # half width and 6,000 steps, as dcgan; measured there (docs/results.md): n_critic 1
         # learns fastest in the CPU budget (FID 17.9; n_critic 2: 36.0), the lazy penalty pays for its G steps
         return {**DIGITS_GAN_LONG, **top, "lr": 2e-4}, {**meth, "width": 32, "n_critic": 1, "gp_every": 4,
                                                         **SMALL_DATA_GAN}
@@ -130,7 +130,7 @@ def vaegan(dataset: str) -> tuple[dict, dict]:
 
 # -- domain adaptation: --data SOURCE:TARGET -----------------------------------------------------------
 TRAIN_SIZES = {"digits": 1_437, "digits-m": 1_437, "mnist": 60_000, "mnist-m": 60_000, "usps": 7_291, "svhn": 73_257}
-# 1,500 steps: the plain DANN recipe's length (README, Domain adaptation); ~3 min for dann on 2 CPU cores
+# 1,500 steps: the plain DANN recipe's length (docs/results.md); ~3 min for dann on 2 CPU cores
 DIGITS_DA = dict(batch_size=64, max_steps=1500, log_every=50, eval_every=500, ckpt_every=500)
 
 
@@ -146,7 +146,7 @@ def adaptation(model: str, dataset: str) -> tuple[dict, dict]:
     if source in ("digits", "digits-m"):
         top.update(DIGITS_DA)
         if gta:  # the same F and C as the other rows (--arch cnn); G and D at a quarter width (16) make a step
-            # ~2x cheaper on the CPU, which buys 2,500 steps in the budget (README, Domain adaptation)
+            # ~2x cheaper on the CPU, which buys 2,500 steps in the budget (docs/results.md)
             top.update(max_steps=2500)
             method.update(width=16)
             top.update(_cpu_speed())
@@ -170,7 +170,7 @@ def adaptation(model: str, dataset: str) -> tuple[dict, dict]:
 def _cpu_speed() -> dict:
     """On a CPU (none on a GPU machine): bf16 autocast where the CPU computes bf16 natively, and no loader processes
     competing with the step for the cores. They bring GTA's and wgan's default runs on the embedded digits to ~10
-    minutes on 2 cores (README, Domain adaptation and GANs)."""
+    minutes on 2 cores (docs/results.md)."""
     import torch
 
     if torch.cuda.is_available():

@@ -13,6 +13,12 @@ from dgen.data.shard import write_shards
 from dgen.data.sources import get_source
 
 
+# Inception FID is on by default where torchvision's weights are in torch's hub cache: the tests must not depend
+# on what a machine's cache holds (or spend minutes on Inception where it holds them), so they start with an
+# empty one and no downloads; tests/test_inception.py places weights where it needs them.
+os.environ["TORCH_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"dgen-tests-torch-home-{os.getpid()}")
+os.environ["DGEN_INCEPTION_DOWNLOAD"] = "0"
+
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `make test` runs a worker per CPU: split the CPUs between them
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 

@@ -161,3 +161,21 @@ def test_unreadable_sample_key_in_image(tmp_path):
 
     with pytest.raises(DataError, match="contains a dot"):
         write_shards(Dotted(), tmp_path, progress=False)
+
+
+def test_processes_that_start_together_shard_an_embedded_dataset_once(tmp_path):
+    """The ranks of a multi-process --dry-run (no process group to wait on) and runs started together take turns
+    on a lock file: one shards, the others find its shards, and the result verifies."""
+    import subprocess
+    import sys
+
+    from dgen.data.verify import verify
+
+    code = ("import sys, logging; logging.basicConfig(level=logging.INFO)\n"
+            "from dgen.data.auto import ensure_shards; ensure_shards('digits', sys.argv[1])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    assert sum("first use of digits" in e for e in errs) == 1
+    assert verify(tmp_path / "digits") == []

@@ -33,6 +33,7 @@ def _reseal(folder, name):
 def test_clean_shards_pass(digits_shards, capsys):
     assert verify(digits_shards) == []
     assert main(["verify", str(digits_shards)]) == 0
+    assert verify(digits_shards / "manifest.json") == []  # the manifest's path means its folder, as elsewhere
 
 
 def test_flipped_byte(digits_copy, capsys):

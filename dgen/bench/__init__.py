@@ -10,7 +10,7 @@ size of the CelebA-64 models, sharded on first use twice (`--format npy` and `pn
 shards/bench/) and written once more as PNG files for the file loader (bench/files/). The
 networks and hyper-parameters are the CelebA-64 recipes' (DCGAN nz 100, ngf = ndf = 64; conv VAE,
 latent 128), batch 128. Results: a table on stdout and JSON (`--json`) with the machine, the
-library versions, every measurement and the ratios. See README, Performance.
+library versions, every measurement and the ratios. See docs/performance.md.
 """
 
 from __future__ import annotations

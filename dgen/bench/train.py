@@ -59,7 +59,7 @@ def _config(spec: dict):
         overrides["mixed_precision"] = spec["mixed_precision"]
     if spec.get("compile"):
         overrides["compile"] = True
-    if spec["model"] == "wgan-gp":  # the bench's WGAN-GP row is seed 003's MLPs (README, Performance)
+    if spec["model"] == "wgan-gp":  # the bench's WGAN-GP row is seed 003's MLPs (docs/performance.md)
         overrides["method"] = {"arch": "mlp"}
     return resolve(overrides, dataset="celeba")  # the CelebA-64 recipes: the models this bench stands in for
 

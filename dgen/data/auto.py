@@ -37,15 +37,22 @@ def check_data(data: str, shards_root: str) -> str:
 
 
 def ensure_shards(data: str, shards_root: str) -> str:
-    """Return the location to stream from, sharding an embedded dataset first if needed (call on one rank)."""
+    """Return the location to stream from, sharding an embedded dataset first if needed. Processes that start
+    together (the ranks of a `--dry-run`, two runs) take turns on a lock file: one shards, the others find it."""
     location = check_data(data, shards_root)
     name = Path(location).name
     if not is_remote(location) and not (Path(location) / MANIFEST).is_file():
+        import fcntl
+
         from dgen.data.shard import write_shards
         from dgen.data.sources import get_source
 
-        opts = EMBEDDED[name]
-        source = get_source(name)(size=opts["size"]) if name == "digits-m" else get_source(name)()
-        log.info("first use of %s: sharding it into %s (once)", name, location)
-        write_shards(source, location, per_shard=500, progress=sys.stderr.isatty(), **opts)
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{location}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+            if not (Path(location) / MANIFEST).is_file():
+                opts = EMBEDDED[name]
+                source = get_source(name)(size=opts["size"]) if name == "digits-m" else get_source(name)()
+                log.info("first use of %s: sharding it into %s (once)", name, location)
+                write_shards(source, location, per_shard=500, progress=sys.stderr.isatty(), **opts)
     return location

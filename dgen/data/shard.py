@@ -14,7 +14,7 @@ Items the source cannot read are skipped, counted in the manifest, and reported.
 
 Formats: `png` is compact and viewable; `npy` stores the pixels uncompressed (an H x W x C uint8
 NumPy array), 1.8x the bytes of PNG shards for 64 px digits-m, and decodes ~20x faster, which keeps a
-GPU fed with fewer loader workers (see README, Performance).
+GPU fed with fewer loader workers (see docs/performance.md).
 """
 
 from __future__ import annotations

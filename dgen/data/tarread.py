@@ -4,7 +4,7 @@ A dgen shard is a plain ustar archive of small regular files (`KEY.png`, `KEY.cl
 512-byte headers can be read with one slice and a checksum each, from one read of the whole file.
 Python's `tarfile` (which `webdataset.tariterators` uses) builds a TarInfo object per member and
 costs ~20 us per member: at two or three members per 64 px image that was most of the loader's time
-(profiled; README, Performance). Anything else in a header (pax or GNU long-name records, links,
+(profiled; docs/performance.md). Anything else in a header (pax or GNU long-name records, links,
 remote URLs) hands the shard to webdataset's reader, which handles every tar; a bad checksum or a
 truncated member raises, as `tarfile` would. A remote shard is fetched whole first (`dgen.data.remote`).
 

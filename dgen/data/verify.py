@@ -19,12 +19,13 @@ import webdataset as wds
 from PIL import Image
 
 from dgen.data.images import MODES, npy_image
-from dgen.data.manifest import Manifest, is_remote, load_manifest, shard_url
+from dgen.data.manifest import Manifest, dataset_location, is_remote, load_manifest, shard_url
 
 
 def verify(location: str | Path, *, decode: bool = True) -> list[str]:
     """Problems found, one line each, in manifest order (empty list: everything checks out)."""
     manifest = load_manifest(location)
+    location = dataset_location(location)  # a manifest.json path means its folder
     problems = []
     for split, info in manifest.splits.items():
         if info.samples == 0:
@@ -37,7 +38,7 @@ def verify(location: str | Path, *, decode: bool = True) -> list[str]:
                 problems.append(f"{shard.name}: {problem}")
     if not is_remote(str(location)):
         listed = {sh.name for info in manifest.splits.values() for sh in info.shards}
-        folder = Path(location).parent if Path(location).is_file() else Path(location)
+        folder = Path(location)
         for extra in sorted(p.name for p in folder.glob("*.tar") if p.name not in listed):
             problems.append(f"{extra}: not listed in the manifest (left over from another run?)")
     return problems

@@ -16,8 +16,9 @@ MAX_REPORT_IMAGES = 2048  # test images used for reconstructions, traversals and
 
 
 def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str | None, fixed, tracker,
-                 progress: list | None = None, source: str | None = None) -> None:
-    """`location`: the evaluated data (a domain-adaptation run's target); `source`: that run's source."""
+                 progress: list | None = None, source: str | None = None, notes: list[str] | None = None) -> None:
+    """`location`: the evaluated data (a domain-adaptation run's target); `source`: that run's source; `notes`:
+    what the sample-quality scorer said (e.g. why there is no Inception FID)."""
     if acc.is_main_process:
         images = run_dir / "images"
         pictures = {"samples": save_grid(method.sample(fixed), images / "samples.png")} if method.generative else {}
@@ -45,7 +46,8 @@ def write_report(acc, method, cfg, run_dir: Path, location: str, eval_split: str
         if kind:
             tracker.log(judge(method, cfg, location, kind), step)
         tracker.images(pictures, step)
-        _markdown(cfg, run_dir, tracker.records, pictures, method.generative, kind)
+        _markdown(cfg, run_dir, tracker.records, pictures, method.generative, kind,
+                  _quality_notes(cfg, eval_split, notes) if method.generative else [], eval_split)
     acc.wait_for_everyone()
 
 
@@ -67,7 +69,7 @@ def judge_kind(dataset: str, classes: list[str] | None, cfg) -> str | None:
     feature classifier trained on its train split), else None."""
     if dataset == "digits":
         return "digits"
-    return "classifier" if classes and not cfg.inception_weights else None
+    return "classifier" if classes else None
 
 
 def judge(method, cfg, location: str, kind: str, n: int = 1000) -> dict[str, float]:
@@ -91,8 +93,26 @@ def judge(method, cfg, location: str, kind: str, n: int = 1000) -> dict[str, flo
             "judge/classes_covered": verdict["classes_covered"]}
 
 
+_WHAT = {"classifier": "Classifier-feature FIDs compare runs on the same shards; they are not Inception FIDs.",
+         "inception": "Inception v3 with torchvision's weights, 8-bit images resized to 299 px (bicubic): comparable "
+                      "with other runs scored so, near but not equal to the TensorFlow-Inception FIDs of papers, "
+                      "which also use 10,000-50,000 generated images (--fid-samples)."}
+
+
+def _quality_notes(cfg, eval_split: str | None, notes: list[str] | None) -> list[str]:
+    """Why a generative run has no (or only one kind of) sample-quality score: never silence."""
+    if notes:
+        return list(notes)
+    if not cfg.fid:
+        return ["No sample-quality score: FID is off (--no-fid)."]
+    if not eval_split:
+        return ["No sample-quality score: the shards have no test or valid split to compare samples with "
+                "(or evaluation is off: --eval-every 0)."]
+    return []
+
+
 def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path], generative: bool = True,
-              judge_kind: str | None = None) -> None:
+              judge_kind: str | None = None, quality: list[str] | None = None, split: str | None = "test") -> None:
     last_train = next((r for r in reversed(records) if "images" in r), {})
     last_test = next((r for r in reversed(records) if any(k.startswith("test/") for k in r)), {})
     judge = next((r for r in reversed(records) if "judge/confidence" in r), {})
@@ -114,12 +134,14 @@ def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]
     if any(bad):
         lines += ["", f"**Damaged data skipped during training: {bad[0]:g} undecodable samples, {bad[1]:g} unreadable "
                   "or altered shards** (named in the log's warnings; `dgen verify` checks every shard)."]
-    fids = [(r[k], r["step"], k) for r in records for k in r if k.startswith("test/fid_")]
-    if fids:
-        value, step, key = min(fids)
-        kind = "classifier features" if key.endswith("classifier") else "Inception features"
-        lines += ["", f"Best FID ({kind}): {value:.4g} at step {step} (its checkpoint is kept). "
-                  "Classifier-feature FIDs compare runs on the same shards; they are not Inception FIDs."]
+    for name, kind in (("classifier", "classifier features"), ("inception", "Inception features")):
+        fids = [(r[f"test/fid_{name}"], r["step"], r) for r in records if f"test/fid_{name}" in r]
+        if fids:
+            value, step, row = min(fids, key=lambda f: f[0])
+            count = (f": {row.get('test/fid_images', 0):.0f} generated images against the "
+                     f"{row.get('test/fid_reference_images', 0):.0f} of the {cfg.data} {split} split")
+            lines += ["", f"Best FID ({kind}): {value:.4g} at step {step}{count}. " + _WHAT[name]]
+    lines += [""] + quality if quality else []
     lines += ["", "## Pictures", ""]
     lines += [f"- {name}: `{Path(p).relative_to(run_dir)}`" for name, p in pictures.items()]
     lines += ["", "## Config", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", ""]

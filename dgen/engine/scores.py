@@ -1,57 +1,162 @@
-"""Sample-quality scores at evaluation ticks: FID and KID of generated images against the
-evaluation split, in the features of a classifier dgen trains on the labelled train split
-("FID (classifier features)", see dgen.eval.fid), or of Inception where `--inception-weights`
-points at a local state dict. Real statistics are computed once; fakes come from fixed noise, so
-successive scores of a run differ only by the model. Every rank takes part (its share of the real
-and of the fake images); torchmetrics merges the statistics across ranks, so every rank gets the same score.
+"""Sample-quality scores at evaluation ticks: FID and KID of generated images against the evaluation split,
+in two feature spaces where they apply:
+
+- classifier features ("FID (classifier features)", dgen.eval.fid): a classifier dgen trains on the labelled
+  train split; labelled data only; every evaluation;
+- Inception-v3 features ("FID (Inception v3, torchvision weights)", dgen.eval.inception): where the weights are
+  in the torch hub cache or can be fetched there (`--no-inception`: off; `--inception-weights FILE`: that file);
+  any data, labelled or not; at every evaluation on a GPU, at the last one on a CPU (Inception reads about 8
+  images/s of 299 px on two CPU cores). Its real statistics are computed once per (split's shards,
+  image size, weights) and cached beside the classifier.
+
+Real statistics are computed once per run (or read from that cache); fakes come from fixed noise, so successive
+scores of a run differ only by the model. Every rank takes part (its share of the real and of the fake images);
+torchmetrics merges the statistics across ranks, so every rank gets the same score. Where neither space applies
+(unlabelled data without the weights) `notes` says why, for the log and the report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
+from pathlib import Path
 
 import torch
 
+from dgen.atomic import atomic_write
+from dgen.data.manifest import load_manifest
 from dgen.data.stream import eval_loader, to_float
-from dgen.eval.fid import FID, feature_image_shape, inception_extractor, load_or_train_feature_classifier
+from dgen.eval.fid import (FID, _default_cache_dir, feature_image_shape, inception_extractor,
+                           load_or_train_feature_classifier)
 from dgen.eval.image_files import load_images
 
 log = logging.getLogger(__name__)
 
 FEW_IMAGES = 2000  # FID's bias (upward, ~1/N) makes scores of fewer images hard to compare
+INCEPTION_PREP = "q8-bicubic-aa-299"  # dgen.eval.fid.InceptionFeatures' preparation, part of the cache key
+
+
+def _broadcast(acc, value):
+    """The main process's `value` on every rank."""
+    if acc.num_processes == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def inception_weights(acc, cfg) -> tuple[Path | None, str]:
+    """(the weights file every rank uses, "") or (None, why not: a notice). The main process looks (and fetches)
+    first; every rank must find the file, or none uses it (a collective over some ranks would hang)."""
+    from dgen.eval.inception import find_weights
+
+    if cfg.inception_weights:
+        return Path(cfg.inception_weights), ""
+    if not cfg.inception:
+        return None, "Inception features are off (--no-inception)"
+    if acc.num_processes == 1:
+        return find_weights()
+    with acc.main_process_first():  # one download, which the others then find (where the cache is shared)
+        path, why = find_weights()
+    reasons = [None] * acc.num_processes
+    torch.distributed.all_gather_object(reasons, why if path is None else "")
+    missing = [r for r in reasons if r]
+    return (path, "") if not missing else (None, f"{len(missing)} of {acc.num_processes} processes: {missing[0]}")
 
 
 class SampleScores:
     def __init__(self, acc, method, location: str, split: str, cfg):
-        self.acc, self.method, self.cfg = acc, method, cfg
-        if cfg.inception_weights:
-            extractor, self.name = inception_extractor(cfg.inception_weights), "inception"
-        else:
+        self.acc, self.method, self.cfg, self.split = acc, method, cfg, split
+        self.scorers: dict[str, FID] = {}
+        self.notes: list[str] = []
+        manifest = load_manifest(location)
+        if manifest.classes:
             extractor, accuracy = load_or_train_feature_classifier(
                 location, image_size=cfg.image_size, channels=cfg.channels, device=str(acc.device),
                 steps=cfg.fid_classifier_steps)
-            self.name = "classifier"
             if acc.is_main_process:
                 log.info("FID (classifier features): feature classifier test accuracy %.3f (%s)", accuracy,
                          getattr(extractor, "cache_path", ""))
-        self.fid = FID(extractor, acc.device, batch_size=256)
-        loader = eval_loader(location, split, batch_size=256, image_size=cfg.image_size, channels=cfg.channels,
-                             rank=acc.process_index, world_size=acc.num_processes, verify=cfg.verify_shards)
-        self.fid.real_stats(batch["image"] for batch in loader)
+            self.scorers["classifier"] = FID(extractor, acc.device, batch_size=256)
+            self.scorers["classifier"].real_stats(self._real(location))
+        path, why = inception_weights(acc, cfg)
+        if path is not None:
+            self.scorers["inception"] = FID(inception_extractor(path), acc.device, batch_size=64)
+            self._inception_real(location, manifest, path)
+        elif cfg.inception:
+            self.notes.append(f"No Inception FID: {why}")
+        if not self.scorers:
+            self.notes.insert(0, f"No sample-quality score: {manifest.dataset!r} has no class labels, which the "
+                                 "classifier features need, and Inception features are unavailable.")
+        if acc.is_main_process:
+            for note in self.notes:
+                log.warning("%s", note)
+        self.name = next(iter(self.scorers), None)  # the score that picks the best checkpoint
+        self.real_images = manifest.split(split).samples
         share = -(-cfg.fid_samples // acc.num_processes)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + acc.process_index)
         self.noise = method.noise(share, g).to(acc.device)
 
+    def _real(self, location: str):
+        loader = eval_loader(location, self.split, batch_size=256, image_size=self.cfg.image_size,
+                             channels=self.cfg.channels, rank=self.acc.process_index,
+                             world_size=self.acc.num_processes, verify=self.cfg.verify_shards)
+        return (batch["image"] for batch in loader)
+
+    def _inception_real(self, location: str, manifest, weights: Path) -> None:
+        """The real set's Inception statistics: from the cache where an earlier run left them, else computed
+        (every rank its share) and cached by the main process."""
+        from dgen.eval.inception import weights_id
+
+        fid, acc, cfg = self.scorers["inception"], self.acc, self.cfg
+        meta = {"prep": INCEPTION_PREP, "weights": weights_id(weights), "dataset": manifest.dataset,
+                "split": self.split, "image_size": cfg.image_size, "channels": cfg.channels,
+                "shards": hashlib.sha256("".join(sh.sha256 for sh in manifest.split(self.split).shards).encode())
+                .hexdigest()}
+        key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+        path = _default_cache_dir(location) / f"inception-real-{key}.pt"
+        state = None
+        if acc.is_main_process and path.is_file():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = state if state.get("meta") == meta else None
+            except Exception as e:  # a damaged cache file is recomputed, not fatal
+                log.warning("ignoring unreadable Inception statistics %s (%s)", path, e)
+        if _broadcast(acc, state is not None):
+            fid.load_real_state(state or {}, holder=acc.is_main_process)
+            if acc.is_main_process:
+                log.info("FID (Inception): real statistics of the %s split from %s", self.split, path)
+            return
+        if acc.is_main_process:
+            log.info("FID (Inception): computing the %s split's real statistics once (cached in %s)", self.split,
+                     path.parent)
+        fid.real_stats(self._real(location))
+        state = fid.real_state()  # every rank: the merge is a collective
+        if acc.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: torch.save({**state, "meta": meta}, f))
+
     @torch.no_grad()
-    def __call__(self) -> dict[str, float]:
-        fakes = (self.method.sample(z).float() for z in self.noise.split(256))
-        self.fid.fake_stats(fakes)
-        score = self.fid.score()
-        return {f"test/fid_{self.name}": score["fid"], f"test/kid_{self.name}": score["kid"]}
+    def __call__(self, final: bool = True) -> dict[str, float]:
+        """Scores of the current model; Inception only where it runs at every tick (a GPU) or when `final`."""
+        out = {}
+        for name, fid in self.scorers.items():
+            if name == "inception" and not (final or self.acc.device.type == "cuda"):
+                continue
+            fakes = (self.method.sample(z).float() for z in self.noise.split(256))
+            fid.fake_stats(fakes)
+            score = fid.score()
+            out.update({f"test/fid_{name}": score["fid"], f"test/kid_{name}": score["kid"]})
+        if out:
+            out.update({"test/fid_images": len(self.noise) * self.acc.num_processes,
+                        "test/fid_reference_images": self.real_images})
+        return out
 
 
-def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: str = "cpu") -> dict[str, float]:
+def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: str = "cpu",
+              inception: bool = True) -> dict[str, float]:
     """FID/KID (classifier features) of a trained run's latest checkpoint against its test split, and the judge's
     verdict on its samples (labelled data), in one process; `untrained=True` scores the same architecture freshly
     initialised (the ceiling)."""
@@ -69,10 +174,13 @@ def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: 
         for m in method.models.values():
             m.to(device).eval()
     cfg.fid_samples = samples
+    cfg.inception = cfg.inception and inception
     location = check_data(cfg.data, cfg.shards_root)
     acc = SimpleNamespace(device=torch.device(device), process_index=0, num_processes=1, is_main_process=True)
     scores = SampleScores(acc, method, location, "test", cfg)
     result = scores()
+    if scores.notes:
+        result["notes"] = scores.notes
     from dgen.data.manifest import load_manifest
     from dgen.engine.report import judge, judge_kind
 

@@ -106,7 +106,7 @@ def train(cfg: Config) -> Path:
                 with outside_the_step(tick_seed(cfg.seed, state["step"] + 1, acc.process_index), acc.device):
                     write_report(acc, method, cfg, run.run_dir, run.plan.eval,
                                  run.plan.eval_split if cfg.eval_every > 0 else None, run.fixed, run.tracker,
-                                 progress, run.plan.source)
+                                 progress, run.plan.source, scores.notes if scores is not None else None)
             except Exception as e:
                 raise _kept_progress(run, e, "the report", final=True) from None
     finally:
@@ -326,12 +326,13 @@ def _evaluate_all(run: Run, scores, step: int):
     if plan.adaptation:  # how the classifier does on its own source domain, for comparison
         metrics.update(_evaluate(acc, method, plan.source, "test", cfg, prefix="source_test/"))
     best = False
-    if method.generative and cfg.fid and (plan.manifest.classes or cfg.inception_weights):
+    if method.generative and cfg.fid:
         from dgen.engine.scores import SampleScores  # here: importing torchmetrics takes seconds
 
         scores = scores or SampleScores(acc, method, plan.train, plan.eval_split, cfg)
-        metrics.update(scores())
-        best = run.checkpoints.is_best(run.state, metrics[f"test/fid_{scores.name}"], step)
+        metrics.update(scores(final=step == cfg.max_steps))
+        if f"test/fid_{scores.name}" in metrics:
+            best = run.checkpoints.is_best(run.state, metrics[f"test/fid_{scores.name}"], step)
     if metrics:
         run.tracker.log(metrics, step)
     return scores, best
@@ -461,7 +462,7 @@ def bare_network(acc, model):
 
 def channels_last(method) -> bool:
     """Convolutional methods run NHWC: cuDNN's tensor cores and oneDNN on CPU both skip layout transposes
-    (measured on CPU: DCGAN-64 steps +10-20%, VAE-64 +25-35%; README, Performance)."""
+    (measured on CPU: DCGAN-64 steps +10-20%, VAE-64 +25-35%; docs/performance.md)."""
     return any(isinstance(m, torch.nn.modules.conv._ConvNd) for net in method.models.values() for m in net.modules())
 
 

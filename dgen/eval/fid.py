@@ -305,6 +305,9 @@ def _images(item) -> torch.Tensor:
     return item["image"] if isinstance(item, dict) else item
 
 
+_FID_REAL = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+
+
 class FID:
     """FID and KID between a real and a fake image set in the feature space of `extractor` (an nn.Module with
     `.features(x) -> [B, feature_dim]` and `feature_dim`), computed by torchmetrics.
@@ -369,6 +372,25 @@ class FID:
                               subset_size=self.kid_subset_size, seed=self.seed).to(self.device)
         self._feed(batches, real=True)
 
+    def real_state(self) -> dict:
+        """The real set's statistics merged over the ranks, on the CPU, for a cache (EVERY RANK MUST CALL IT)."""
+        with self.fid.sync_context():
+            fid = {k: getattr(self.fid, k).detach().cpu().clone() for k in _FID_REAL}
+        with self.kid.sync_context():
+            rows = self.kid.sample(True).detach().cpu().clone()
+            keys = self.kid.real_keys[0].detach().cpu().clone()
+        return {"fid": fid, "kid_rows": rows, "kid_keys": keys}
+
+    def load_real_state(self, state: dict, *, holder: bool = True) -> None:
+        """Take a real_state() as the real set: on one process (`holder`; the others hold nothing, and the ranks'
+        states merge as usual), replacing the previous real and fake sets."""
+        self.real_stats([])
+        if holder:
+            for k in _FID_REAL:
+                setattr(self.fid, k, state["fid"][k].to(self.device))
+            self.kid.real_features[:] = [state["kid_rows"].to(self.device)]
+            self.kid.real_keys[:] = [state["kid_keys"].to(self.device)]
+
     def fake_stats(self, batches: Iterable) -> None:
         """Take this rank's share of the fake images as the fake set, replacing the previous one."""
         if self.fid is None:
@@ -394,10 +416,11 @@ class InceptionWeightsNotFound(FileNotFoundError):
 
 class InceptionFeatures(nn.Module):
     """torchvision's Inception v3 with fc = Identity: [B, 1|3, H, W] in [-1, 1] -> [B, 2048] pool features.
-    Gray is repeated to RGB and images are resized to 299 px (bilinear). Inputs stay in [-1, 1], the
-    range Google's original weights expect (transform_input=False)."""
+    Prepared as dgen.eval.inception says: quantised to 8 bits, resized to 299 px by antialiased bicubic
+    interpolation (clean-fid's PIL-style resize), fed in [-1, 1] (Google's weights, transform_input=False).
+    Gray is repeated to RGB (by FID.prepare, from `channels`); FID leaves the resize to `features`."""
 
-    image_size, channels, feature_dim = 299, 3, 2048
+    image_size, channels, feature_dim, input_size = None, 3, 2048, 299
 
     def __init__(self, state_dict: dict | None = None):
         super().__init__()
@@ -410,11 +433,16 @@ class InceptionFeatures(nn.Module):
         self.eval()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        if tuple(x.shape[-2:]) != (299, 299):
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        out = self.net(x)
+        x = ((x + 1) * 127.5).round_().clamp_(0, 255)  # the 8-bit image
+        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = TF.resize(x, [self.input_size, self.input_size], interpolation=InterpolationMode.BICUBIC,
+                          antialias=True)
+        out = self.net(x / 127.5 - 1)
         return out.logits if hasattr(out, "logits") else out  # in train mode torchvision returns a namedtuple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -422,15 +450,14 @@ class InceptionFeatures(nn.Module):
 
 
 def inception_extractor(weights_path) -> InceptionFeatures:
-    """Inception v3 features from a local torchvision state dict file (e.g. inception_v3_google-0cc3c7bd.pth).
-    Numbers made with it are "FID (Inception v3, torchvision weights)": close to, but not the same as,
-    the TF-graph Inception of published FIDs."""
+    """Inception v3 features from a local torchvision state dict file (e.g. inception_v3_google-0cc3c7bd.pth;
+    dgen.eval.inception.find_weights finds or fetches it). Numbers made with it are "FID (Inception v3,
+    torchvision weights)": close to, but not the same as, the TF-graph Inception of published FIDs."""
     path = Path(weights_path)
     if not path.is_file():
         raise InceptionWeightsNotFound(
-            f"Inception weights not found at {path}: dgen never downloads them. Copy torchvision's "
-            f"inception_v3_google-0cc3c7bd.pth there, or use the classifier features "
-            f"(dgen.eval.fid.load_or_train_feature_classifier) and report 'FID (classifier features)'.")
+            f"Inception weights not found at {path}. Copy torchvision's inception_v3_google-0cc3c7bd.pth there, "
+            f"or leave --inception-weights out: dgen then uses the copy in torch's hub cache, or fetches it there.")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

@@ -24,7 +24,7 @@ target's test split.
   adv_weight * alpha * D's real/fake loss on G's target images, read as real). G and D are
   initialised as in the reference code (conv N(0, 0.02), BatchNorm N(1, 0.02), Linear N(0, 0.1)).
   F and C: `--arch gta` is seed 002's (the preset on the seeds' pairs); on the embedded pair the
-  preset uses the same `cnn` F and C as the other rows, with G and D at `--width 32`.
+  preset uses the same `cnn` F and C as the other rows, with G and D at `--width 16`.
 
 dgen's addition, for any of them: `--invert-prob P` inverts each labelled training image's polarity
 with probability P (digits on photos appear both light-on-dark and dark-on-light); its effect on the

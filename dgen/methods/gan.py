@@ -16,7 +16,7 @@ gradient is reduced twice or left unsynchronised.
 `--update simultaneous` (Wasserstein loss, n_critic 1) runs one phase "DG" instead: G's loss is minus the fake
 term of D's loss, so one backward pass of D's loss, with the gradient reversed at G's output (the module DANN
 uses), gives D's gradient and G's at once, against the same D; one optimizer, a parameter group per network,
-then steps. It saves G's second forward and the second pass through D: ~1.2x the images/s on a CPU (README, GANs).
+then steps. It saves G's second forward and the second pass through D: ~1.2x the images/s on a CPU (docs/results.md).
 
 Losses (per batch, averaged over images):
 - bce (dcgan): D: BCE(D(x), 1) + BCE(D(G(z)), 0) on logits; G: non-saturating BCE(D(G(z)), 1).
