@@ -58,3 +58,13 @@ def test_peaks_are_found_by_device_name_and_unknown_devices_have_none():
     sxm, pcie, h200 = peak_flops("NVIDIA H100 80GB HBM3"), peak_flops("NVIDIA H100 PCIe"), peak_flops("NVIDIA H200")
     assert all(isinstance(p, float) and 1e14 < p < 1e16 for p in (sxm, pcie, h200)) and pcie < sxm
     assert peak_flops("Some CPU") is None
+
+
+def test_stream_bench_times_the_training_stream(digits_shards):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "dgen.bench.stream", str(digits_shards), "--workers", "2",
+                           "--images", "512", "--batch-size", "64"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{digits_shards}: 2 workers, first batch" in done.stdout and "images/s" in done.stdout
