@@ -47,7 +47,14 @@ def digits_shards_root(tmp_path_factory):
 
 
 def env() -> dict:
-    return {"DGEN_PYTHON": PYTHON, "OMP_NUM_THREADS": "1"}
+    """A job's environment. DGEN_PORT: a free port for the head's rendezvous instead of the script's 20000 + job
+    id, which another process on this one test host (a second suite, a leftover of a killed one) may hold."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"DGEN_PYTHON": PYTHON, "OMP_NUM_THREADS": "1", "DGEN_PORT": str(port)}
 
 
 def log(work: Path, job: int, name: str = "dgen") -> str:
@@ -188,7 +195,7 @@ def test_a_dying_rank_fails_the_job_promptly(cluster, work, digits_shards_root):
     deadline = time.time() + 180
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
         time.sleep(0.2)
-    victim = _training_process(rank=1)
+    victim = _training_process(job, rank=1)
     os.kill(victim, signal.SIGKILL)
     # ended by srun's --kill-on-bad-exit: before the surviving rank could wait out its 300 s collective timeout
     info = cluster.wait_job(job, timeout=240)
@@ -198,15 +205,17 @@ def test_a_dying_rank_fails_the_job_promptly(cluster, work, digits_shards_root):
     assert "timed out" not in text.lower()
 
 
-def _training_process(rank: int) -> int:
-    """PID of the dgen training worker with RANK=rank (a child of accelerate's launcher)."""
+def _training_process(job: int, rank: int) -> int:
+    """PID of job `job`'s dgen training worker with RANK=rank (a child of accelerate's launcher); other tests'
+    trainers run beside it on the other pytest workers."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"dgen.train" in cmd and b"accelerate.commands.launch" not in cmd and f"RANK={rank}".encode() in environ:
+        if (b"dgen.train" in cmd and b"accelerate.commands.launch" not in cmd and f"RANK={rank}".encode() in environ
+                and f"SLURM_JOB_ID={job}".encode() in environ):
             return int(pid)
     raise AssertionError(f"no training process with RANK={rank}")
 
