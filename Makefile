@@ -34,9 +34,9 @@ train: $(STAMP)
 	$(BIN)/accelerate launch -q --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		--num_cpu_threads_per_process $(THREADS) dgen/train.py --model vae $(ARGS)
 
-# One pytest worker per CPU (at most 4), tests dealt out one by one (most of a test's time is a training process
-# starting on one thread); files with costly module-wide fixtures stay on one worker (tests/conftest.py, ONE_WORKER).
-XDIST := -n logical --maxprocesses 4 --dist loadgroup
+# One pytest worker per CPU (at most 4), a test file per worker: most of a test's time is a training process
+# starting on one thread, and a file's module-wide fixtures (the Slurm cluster, the adaptation runs) stay in one worker.
+XDIST := -n logical --maxprocesses 4 --dist loadfile
 test: $(DEV)
 	$(BIN)/pytest -q $(XDIST) --durations=15
 
