@@ -203,8 +203,8 @@ def test_second_load_uses_the_cache(classifier, digits_shards, monkeypatch):
 
 
 def test_default_cache_dir_is_next_to_the_shards(digits_shards):
-    assert fidmod._default_cache_dir(digits_shards) == digits_shards / ".dgen-cache"
-    assert fidmod._default_cache_dir(digits_shards / "manifest.json") == digits_shards / ".dgen-cache"
+    assert fidmod.default_cache_dir(digits_shards) == digits_shards / ".dgen-cache"
+    assert fidmod.default_cache_dir(digits_shards / "manifest.json") == digits_shards / ".dgen-cache"
 
 
 # -- across real processes ----------------------------------------------------------------------------

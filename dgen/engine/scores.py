@@ -24,11 +24,12 @@ import logging
 from pathlib import Path
 
 import torch
+from accelerate.utils import broadcast_object_list
 
 from dgen.atomic import atomic_write
 from dgen.data.manifest import load_manifest
 from dgen.data.stream import eval_loader, to_float
-from dgen.eval.fid import (FID, _default_cache_dir, feature_image_shape, inception_extractor,
+from dgen.eval.fid import (FID, default_cache_dir, feature_image_shape, inception_extractor,
                            load_or_train_feature_classifier)
 from dgen.eval.image_files import load_images
 
@@ -36,15 +37,6 @@ log = logging.getLogger(__name__)
 
 FEW_IMAGES = 2000  # FID's bias (upward, ~1/N) makes scores of fewer images hard to compare
 INCEPTION_PREP = "q8-bicubic-aa-299"  # dgen.eval.fid.InceptionFeatures' preparation, part of the cache key
-
-
-def _broadcast(acc, value):
-    """The main process's `value` on every rank."""
-    if acc.num_processes == 1:
-        return value
-    box = [value]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def inception_weights(acc, cfg) -> tuple[Path | None, str]:
@@ -116,7 +108,7 @@ class SampleScores:
                 "shards": hashlib.sha256("".join(sh.sha256 for sh in manifest.split(self.split).shards).encode())
                 .hexdigest()}
         key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
-        path = _default_cache_dir(location) / f"inception-real-{key}.pt"
+        path = default_cache_dir(location) / f"inception-real-{key}.pt"
         state = None
         if acc.is_main_process and path.is_file():
             try:
@@ -124,7 +116,7 @@ class SampleScores:
                 state = state if state.get("meta") == meta else None
             except Exception as e:  # a damaged cache file is recomputed, not fatal
                 log.warning("ignoring unreadable Inception statistics %s (%s)", path, e)
-        if _broadcast(acc, state is not None):
+        if broadcast_object_list([state is not None])[0]:  # the main process's answer on every rank
             fid.load_real_state(state or {}, holder=acc.is_main_process)
             if acc.is_main_process:
                 log.info("FID (Inception): real statistics of the %s split from %s", self.split, path)

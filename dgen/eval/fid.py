@@ -57,6 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from dgen.atomic import atomic_write
 from dgen.data.manifest import dataset_location, is_remote, load_manifest, shard_url
@@ -149,7 +151,7 @@ def train_feature_classifier(data, *, image_size: int | None = None, channels: i
     return model, acc
 
 
-def _default_cache_dir(data) -> Path:
+def default_cache_dir(data) -> Path:
     """DGEN_CACHE_DIR if set (e.g. a folder every node of a cluster shares); else next to local shards, or the
     user's cache for remote ones (each node trains its own there, the same bytes: the key fixes every input)."""
     if os.environ.get("DGEN_CACHE_DIR"):
@@ -190,7 +192,7 @@ def load_or_train_feature_classifier(data, cache_dir=None, *, collective: bool =
     meta = {"format": CACHE_FORMAT, "dataset": manifest.dataset, "train_sha256": train_sha,
             "image_size": image_size, "channels": channels, "num_classes": len(manifest.classes or []), **opts}
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
-    folder = Path(cache_dir) if cache_dir is not None else _default_cache_dir(data)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(data)
     pt, js = folder / f"classifier-{key}.pt", folder / f"classifier-{key}.json"
 
     def load() -> tuple[DigitClassifier, float] | None:
@@ -433,9 +435,6 @@ class InceptionFeatures(nn.Module):
         self.eval()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms.v2 import InterpolationMode
-        from torchvision.transforms.v2 import functional as TF
-
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = ((x + 1) * 127.5).round_().clamp_(0, 255)  # the 8-bit image
