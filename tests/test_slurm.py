@@ -94,16 +94,27 @@ def wait_requeued(cluster, job: int, *while_held: str) -> dict:
     return cluster.job(job)
 
 
-def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_shards_root):
-    straight = submit_train(cluster, work, digits_shards_root, "runs/straight", 30)
-    info = cluster.wait_job(straight, timeout=300)
-    text = log(work, straight)
+STEPS = 30  # of the preemption tests' runs
+
+
+@pytest.fixture(scope="module")
+def straight(cluster, work, digits_shards_root) -> tuple[Path, str]:
+    """An uninterrupted 2-node run of STEPS steps recording its keys (the reference of the preemption tests), and
+    its job log."""
+    job = submit_train(cluster, work, digits_shards_root, "runs/straight", STEPS, "--record-keys")
+    info = cluster.wait_job(job, timeout=300)
+    text = log(work, job)
     assert info["JobState"] == "COMPLETED", text[-3000:]
+    return work / "runs/straight", text
+
+
+def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_shards_root, straight):
+    run, text = straight
     assert "nodes n1 n2, head 127.0.0.1" in text and "world size 2" in text  # n1/n2 are not host names
-    state = json.loads((work / "runs/straight/checkpoints/step-00000030/trainer_state.json").read_text())
+    state = json.loads((run / f"checkpoints/step-{STEPS:08d}/trainer_state.json").read_text())
     assert state["replicas_checked"] == 2
 
-    job = submit_train(cluster, work, digits_shards_root, "runs/preempted", 30, "--tracker", "wandb")
+    job = submit_train(cluster, work, digits_shards_root, "runs/preempted", STEPS, "--tracker", "wandb")
     metrics = work / "runs/preempted/metrics.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
@@ -116,8 +127,8 @@ def test_two_nodes_uninterrupted_and_preempted_runs_agree(cluster, work, digits_
     stopped_at = int(text.split("SIGTERM: checkpointed at step ")[1].split(";")[0])
     assert stopped_at >= 5  # the signal came after 5 logged steps; it stopped the run at the next boundary
     # every step exactly once, and the same numbers as the uninterrupted run
-    assert [s for s, *_ in losses(work / "runs/preempted")] == list(range(1, 31))
-    assert losses(work / "runs/preempted") == losses(work / "runs/straight")
+    assert [s for s, *_ in losses(work / "runs/preempted")] == list(range(1, STEPS + 1))
+    assert losses(work / "runs/preempted") == losses(run)
     # the requeued job continued the same W&B run (offline: one run file per start, one id)
     run_id = (work / "runs/preempted/wandb-run-id").read_text().strip()
     files = sorted((work / "runs/preempted/wandb").glob("offline-run-*/run-*.wandb"))
@@ -152,12 +163,10 @@ def global_keys(run: Path) -> dict[int, list[str]]:
     return read(run)
 
 
-def test_a_requeue_on_fewer_nodes_continues_the_same_global_batches(cluster, work, digits_shards_root):
+def test_a_requeue_on_fewer_nodes_continues_the_same_global_batches(cluster, work, digits_shards_root, straight):
     """Preempted on 2 nodes, requeued on 1 (scontrol update NumNodes=1 while it waits): the one process takes the
     global batch of both (32 images), and every step sees the samples of the uninterrupted 2-node run."""
-    straight = submit_train(cluster, work, digits_shards_root, "runs/keys-straight", 40, "--record-keys")
-    assert cluster.wait_job(straight, timeout=300)["JobState"] == "COMPLETED", log(work, straight)[-3000:]
-    job = submit_train(cluster, work, digits_shards_root, "runs/keys-requeued", 40, "--record-keys")
+    job = submit_train(cluster, work, digits_shards_root, "runs/keys-requeued", STEPS, "--record-keys")
     metrics = work / "runs/keys-requeued/metrics.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):
@@ -167,8 +176,8 @@ def test_a_requeue_on_fewer_nodes_continues_the_same_global_batches(cluster, wor
     text = log(work, job)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-4000:]
     assert "resuming a checkpoint of 2 process(es) on 1: 32 images per process (was 16)" in text, text[-4000:]
-    reference = global_keys(work / "runs/keys-straight")
-    assert list(reference) == list(range(1, 41)) and all(len(k) == 32 for k in reference.values())
+    reference = global_keys(straight[0])
+    assert list(reference) == list(range(1, STEPS + 1)) and all(len(k) == 32 for k in reference.values())
     assert global_keys(work / "runs/keys-requeued") == reference
 
 
