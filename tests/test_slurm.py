@@ -181,6 +181,18 @@ def test_a_requeue_on_fewer_nodes_continues_the_same_global_batches(cluster, wor
     assert global_keys(work / "runs/keys-requeued") == reference
 
 
+def test_a_job_with_more_tasks_than_nodes_still_starts_one_trainer_per_node(cluster, work, digits_shards_root):
+    """A job's task count can outgrow its nodes (requeued on fewer nodes, or submitted so): srun must still start
+    one launcher per node, not two one-process trainers writing the same run folder."""
+    job = cluster.sbatch("--nodes=1", "--ntasks=2", "--ntasks-per-node=2", str(ROOT / "slurm" / "train.sbatch"), *ARGS,
+                         "--shards-root", str(digits_shards_root), "--out", "runs/two-tasks", "--max-steps", "5",
+                         cwd=work, env=env())
+    info = cluster.wait_job(job, timeout=300)
+    text = log(work, job)
+    assert info["JobState"] == "COMPLETED", text[-3000:]
+    assert text.count("dgen: DistributedType") == 1 and "world size 1" in text, text[-3000:]
+
+
 def test_missing_shards_fail_fast_with_a_clear_message(cluster, work, digits_shards_root):
     job = cluster.sbatch(str(ROOT / "slurm" / "train.sbatch"), *ARGS, "--data", "/nonexistent/celeba",
                          cwd=work, env=env())
