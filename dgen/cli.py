@@ -141,11 +141,15 @@ def _run_eval(args) -> int:
         raise DgenError("--split goes with --images (--data alone scores train against test)")
     if args.fid_classifier_steps and not args.data:
         raise DgenError("--fid-classifier-steps goes with --data (a run uses its own)")
+    if args.fid_encoder_steps and not args.data:
+        raise DgenError("--fid-encoder-steps goes with --data (a run uses its own)")
     if args.image_size and not args.data:
         raise DgenError("--image-size goes with --data (a run uses its own)")
     if args.table:
         return _table(args)
     steps = {"steps": args.fid_classifier_steps} if args.fid_classifier_steps else {}
+    if args.fid_encoder_steps:
+        steps["encoder_steps"] = args.fid_encoder_steps
     steps["image_size"] = args.image_size
     if args.run_dir:
         result = score_run(args.run_dir, untrained=args.untrained, samples=args.samples,
@@ -222,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "is the run's --seed)")
     p.add_argument("--out", help="PNG path (default: RUN/images/sampled-seedS.png)")
     p.set_defaults(run=_run_sample)
-    p = _command(sub, "eval", "FID/KID (classifier features) of a run, of any generator's images, of train vs test "
-                 "(the floor), or the adaptation table; one JSON line",
+    p = _command(sub, "eval", "FID/KID (classifier features; contrastive features of unlabelled shards) of a run, of "
+                 "any generator's images, of train vs test (the floor), or the adaptation table; one JSON line",
                  "dgen eval --run runs/dcgan\n  dgen eval --data shards/digits     # the floor\n"
                  "  dgen eval --images samples/ --data shards/digits   # PNG/JPEG files, or samples.npy / .npz\n"
                  "  dgen eval --table runs/* --out table.md")
@@ -237,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="SHARDS",
                    help="shard folder: FID between its train and test splits, or with --images the reference")
     p.add_argument("--images", metavar="PATH",
-                   help="score these images against --data's test split with the classifier its runs use "
-                        "(comparable with their test/fid_classifier): a folder of PNG/JPEG files (searched "
+                   help="score these images against --data's test split with the feature network its runs use "
+                        "(comparable with their test/fid_classifier, or test/fid_contrastive where the shards have "
+                        "no labels): a folder of PNG/JPEG files (searched "
                         "recursively, read in sorted path order), or a .npy / .npz (key 'images', or its only "
                         "array) of uint8 0..255 or float [0, 1] images, N x H x W, N x H x W x C or N x C x H x W "
                         "(C = 1 or 3); converted to the shards' channels and size")
@@ -250,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-classifier-steps", type=_positive, metavar="N",
                    help="with --data: the feature classifier's training steps (default: 600, as runs; "
                         "a run made with another --fid-classifier-steps is compared with the same N)")
+    p.add_argument("--fid-encoder-steps", type=_positive, metavar="N",
+                   help="with --data of unlabelled shards: the contrastive feature encoder's training steps "
+                        "(default: 800, as runs)")
     p.add_argument("--table", nargs="+", metavar="RUN_DIR",
                    help="domain-adaptation runs: their target accuracy table (rows methods, columns pairs)")
     p.add_argument("--out", help="with --table: also write the Markdown table here")

@@ -63,9 +63,10 @@ class Config:
     wandb_job_type: str | None = None  # W&B job type, e.g. "train" or "sweep"; None: WANDB_JOB_TYPE
     progress: bool = True  # progress bar on rank 0
     dist_timeout: int = 600  # seconds a collective may wait for another rank before the run fails
-    fid: bool = True  # FID/KID of samples at evaluation ticks: classifier features (labelled data) and Inception's
+    fid: bool = True  # FID/KID of samples at evaluation ticks: classifier (labelled data) or contrastive (unlabelled) features, and Inception's
     fid_samples: int = 2000  # generated images per FID evaluation (over all ranks)
     fid_classifier_steps: int = 600  # training steps of the feature classifier (cached per shards + setting)
+    fid_encoder_steps: int = 800  # training steps of the contrastive feature encoder of unlabelled data (cached so too)
     inception: bool = True  # Inception-v3 FID/KID too, where torchvision's weights are in torch's hub cache or can be fetched there (on a CPU: at the last evaluation only)
     inception_weights: str = ""  # an Inception-v3 state dict file to use instead of the hub cache's
     method: typing.Any = None  # the method's own dataclass (filled in by resolve)
@@ -96,7 +97,7 @@ CHOICES = {
     "resume": (None, "latest", "auto"),
     "channels": (None, 1, 3),
 }
-POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "ckpt_every",
+POSITIVE = ("dist_timeout", "fid_samples", "fid_classifier_steps", "fid_encoder_steps", "max_steps", "batch_size", "grad_accum", "log_every", "sample_every", "ckpt_every",
             "keep_checkpoints", "shuffle_lanes")
 
 

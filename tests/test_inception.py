@@ -1,6 +1,7 @@
 """Inception FID/KID by default: torchvision's weights found in torch's hub cache (placed there as torchvision
 stores them; random weights: what is tested is the finding, the loading, the features and the metric, not the
-numbers), the reference statistics cached, one and two processes, and a notice, never a traceback, without them."""
+numbers), the reference statistics cached, one and two processes, and a notice, never a traceback, without them;
+an unlabelled folder also scored in the features of an encoder trained on it without labels."""
 
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def faces(tmp_path_factory):
 
 
 RUN = ["--model", "dcgan", "--data", "faces", "--max-steps", "4", "--batch-size", "16", "--num-workers", "0",
-       "--tracker", "none", "--fid-samples", "32", "--eval-every", "1000", "--sample-every", "1000"]
+       "--tracker", "none", "--fid-samples", "32", "--fid-encoder-steps", "10", "--eval-every", "1000",
+       "--sample-every", "1000"]
 
 
 @pytest.mark.slow
@@ -112,10 +114,13 @@ def test_an_unlabelled_folder_gets_inception_scores_on_one_and_two_processes(fac
     (last,) = [r for r in rows(faces / "one") if "test/fid_inception" in r]
     assert math.isfinite(last["test/fid_inception"]) and last["test/fid_inception"] > 0
     assert (last["test/fid_images"], last["test/fid_reference_images"]) == (32, 20)
-    assert "test/fid_classifier" not in last  # no labels: no classifier features
+    # no labels: no classifier features, but those of an encoder trained on the folder without labels
+    assert "test/fid_classifier" not in last and math.isfinite(last["test/fid_contrastive"])
     report = (faces / "one" / "report.md").read_text()
     assert "Best FID (Inception features)" in report and "32 generated images against the 20 of the" in report
+    assert "Best FID (contrastive features)" in report
     assert len(list((faces / "shards" / "faces" / ".dgen-cache").glob("inception-real-*.pt"))) == 1
+    assert len(list((faces / "shards" / "faces" / ".dgen-cache").glob("encoder-*.pt"))) == 1
 
     # the same run scored again by `dgen eval` (one process, the same noise and model, the real statistics from
     # the cache): the same number
@@ -142,11 +147,30 @@ def test_an_unlabelled_folder_gets_inception_scores_on_one_and_two_processes(fac
 
 
 @pytest.mark.slow
-def test_without_the_weights_a_run_says_why_it_has_no_score(faces, tmp_path, monkeypatch):
+def test_without_the_weights_an_unlabelled_folder_has_contrastive_scores_and_says_why_not_inception(
+        faces, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     done = train(faces, *RUN, "--out", tmp_path / "run")
     assert "Traceback" not in done.stderr
-    assert done.stderr.count("No sample-quality score") == 1 and "inception_v3(weights='DEFAULT')" in done.stderr
-    assert not any(k.startswith("test/fid") for r in rows(tmp_path / "run") for k in r)
+    assert done.stderr.count("No Inception FID") == 1 and "inception_v3(weights='DEFAULT')" in done.stderr
+    (last,) = [r for r in rows(tmp_path / "run") if any(k.startswith("test/fid") for k in r)]
+    assert "test/fid_inception" not in last and math.isfinite(last["test/fid_contrastive"])
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "No sample-quality score: 'folder' has no class labels" in report and "No Inception FID" in report
+    assert "Best FID (contrastive features)" in report and "No Inception FID" in report
+
+
+@pytest.mark.slow
+def test_dgen_eval_scores_an_unlabelled_folder_in_contrastive_features(faces, capsys, monkeypatch):
+    """The floor and any images against an unlabelled folder: in the features of the encoder runs on it use."""
+    from dgen.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(faces / "empty"))
+    shards = faces / "shards" / "faces"
+    assert main(["eval", "--data", str(shards), "--fid-encoder-steps", "10"]) == 0
+    floor = json.loads(capsys.readouterr().out)
+    assert floor["images"] == 180 and math.isfinite(floor["test/fid_contrastive"]) and floor["test/fid_contrastive"] > 0
+    assert main(["eval", "--images", str(faces / "photos"), "--data", str(shards), "--fid-encoder-steps", "10"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["images"] == 200 and math.isfinite(scored["test/fid_contrastive"])
+    # the 20 test photos are among the 200: closer to the test split than its own train split is
+    assert scored["test/fid_contrastive"] < floor["test/fid_contrastive"]

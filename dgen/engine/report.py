@@ -94,6 +94,9 @@ def judge(method, cfg, location: str, kind: str, n: int = 1000) -> dict[str, flo
 
 
 _WHAT = {"classifier": "Classifier-feature FIDs compare runs on the same shards; they are not Inception FIDs.",
+         "contrastive": "The shards have no class labels: features of an encoder dgen trained on their train split "
+                        "without labels (contrastive, cached). They compare runs on the same shards; they are neither "
+                        "classifier-feature nor Inception FIDs.",
          "inception": "Inception v3 with torchvision's weights, 8-bit images resized to 299 px (bicubic): comparable "
                       "with other runs scored so, near but not equal to the TensorFlow-Inception FIDs of papers, "
                       "which also use 10,000-50,000 generated images (--fid-samples)."}
@@ -134,7 +137,8 @@ def _markdown(cfg, run_dir: Path, records: list[dict], pictures: dict[str, Path]
     if any(bad):
         lines += ["", f"**Damaged data skipped during training: {bad[0]:g} undecodable samples, {bad[1]:g} unreadable "
                   "or altered shards** (named in the log's warnings; `dgen verify` checks every shard)."]
-    for name, kind in (("classifier", "classifier features"), ("inception", "Inception features")):
+    for name, kind in (("classifier", "classifier features"), ("contrastive", "contrastive features"),
+                       ("inception", "Inception features")):
         fids = [(r[f"test/fid_{name}"], r["step"], r) for r in records if f"test/fid_{name}" in r]
         if fids:
             value, step, row = min(fids, key=lambda f: f[0])

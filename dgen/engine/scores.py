@@ -29,6 +29,7 @@ from accelerate.utils import broadcast_object_list
 from dgen.atomic import atomic_write
 from dgen.data.manifest import load_manifest
 from dgen.data.stream import eval_loader, to_float
+from dgen.eval.contrastive import load_or_train_feature_encoder
 from dgen.eval.fid import (FID, default_cache_dir, feature_image_shape, inception_extractor,
                            load_or_train_feature_classifier)
 from dgen.eval.image_files import load_images
@@ -58,30 +59,43 @@ def inception_weights(acc, cfg) -> tuple[Path | None, str]:
     return (path, "") if not missing else (None, f"{len(missing)} of {acc.num_processes} processes: {missing[0]}")
 
 
+def feature_network(data, *, image_size: int, channels: int, device: str = "cpu", classifier_steps: int = 600,
+                    encoder_steps: int = 800, quiet: bool = False) -> tuple[str, torch.nn.Module]:
+    """The feature space of dgen's own FID on `data`: ("classifier", the feature classifier) where the shards have
+    class labels, else ("contrastive", the encoder trained on them without labels); both cached."""
+    manifest = load_manifest(data)
+    if manifest.classes:
+        net, accuracy = load_or_train_feature_classifier(data, image_size=image_size, channels=channels,
+                                                         device=device, steps=classifier_steps)
+        if not quiet:
+            log.info("FID (classifier features): feature classifier test accuracy %.3f (%s)", accuracy,
+                     getattr(net, "cache_path", ""))
+        return "classifier", net
+    net, accuracy = load_or_train_feature_encoder(data, image_size=image_size, channels=channels, device=device,
+                                                  steps=encoder_steps)
+    if not quiet:
+        log.info("FID (contrastive features): %r has no class labels; feature encoder trained without them, held-out "
+                 "view accuracy %.3f (%s)", manifest.dataset, accuracy, getattr(net, "cache_path", ""))
+    return "contrastive", net
+
+
 class SampleScores:
     def __init__(self, acc, method, location: str, split: str, cfg):
         self.acc, self.method, self.cfg, self.split = acc, method, cfg, split
         self.scorers: dict[str, FID] = {}
         self.notes: list[str] = []
         manifest = load_manifest(location)
-        if manifest.classes:
-            extractor, accuracy = load_or_train_feature_classifier(
-                location, image_size=cfg.image_size, channels=cfg.channels, device=str(acc.device),
-                steps=cfg.fid_classifier_steps)
-            if acc.is_main_process:
-                log.info("FID (classifier features): feature classifier test accuracy %.3f (%s)", accuracy,
-                         getattr(extractor, "cache_path", ""))
-            self.scorers["classifier"] = FID(extractor, acc.device, batch_size=256)
-            self.scorers["classifier"].real_stats(self._real(location))
+        kind, extractor = feature_network(location, image_size=cfg.image_size, channels=cfg.channels,
+                                          device=str(acc.device), classifier_steps=cfg.fid_classifier_steps,
+                                          encoder_steps=cfg.fid_encoder_steps, quiet=not acc.is_main_process)
+        self.scorers[kind] = FID(extractor, acc.device, batch_size=256)
+        self.scorers[kind].real_stats(self._real(location))
         path, why = inception_weights(acc, cfg)
         if path is not None:
             self.scorers["inception"] = FID(inception_extractor(path), acc.device, batch_size=64)
             self._inception_real(location, manifest, path)
         elif cfg.inception:
             self.notes.append(f"No Inception FID: {why}")
-        if not self.scorers:
-            self.notes.insert(0, f"No sample-quality score: {manifest.dataset!r} has no class labels, which the "
-                                 "classifier features need, and Inception features are unavailable.")
         if acc.is_main_process:
             for note in self.notes:
                 log.warning("%s", note)
@@ -182,15 +196,16 @@ def score_run(run_dir, *, untrained: bool = False, samples: int = 2000, device: 
     return result
 
 
-def score_floor(data: str, *, steps: int = 600, samples: int | None = 2000, image_size: int | None = None,
-                device: str = "cpu") -> dict:
-    """FID/KID (classifier features) of the first `samples` training images (all if None) against the test split:
+def score_floor(data: str, *, steps: int = 600, encoder_steps: int = 800, samples: int | None = 2000,
+                image_size: int | None = None, device: str = "cpu") -> dict:
+    """FID/KID (classifier features; contrastive features where `data` has no labels) of the first `samples`
+    training images (all if None) against the test split:
     the best a generator scored on `samples` images can expect (FID's bias grows as the sample shrinks, so a run's
     2,000 samples are compared with 2,000 real ones). `image_size`: that of the runs compared with (default: the
     shards')."""
     image_size, channels = feature_image_shape(data, image_size)
-    extractor, _ = load_or_train_feature_classifier(data, device=device, steps=steps, image_size=image_size,
-                                                    channels=channels)
+    kind, extractor = feature_network(data, image_size=image_size, channels=channels, device=device,
+                                      classifier_steps=steps, encoder_steps=encoder_steps, quiet=True)
     fid = FID(extractor, device, batch_size=256)
     fid.real_stats(eval_loader(data, "test", batch_size=256, image_size=image_size, channels=channels))
     train = (b["image"] for b in eval_loader(data, "train", batch_size=256, image_size=image_size, channels=channels))
@@ -198,16 +213,17 @@ def score_floor(data: str, *, steps: int = 600, samples: int | None = 2000, imag
     images = images[:samples]  # the loader's floats in [-1, 1]
     fid.fake_stats(images.split(256))
     score = fid.score()
-    return {"test/fid_classifier": score["fid"], "test/kid_classifier": score["kid"], "images": len(images),
+    return {f"test/fid_{kind}": score["fid"], f"test/kid_{kind}": score["kid"], "images": len(images),
             "reference": f"{data} test split", "image_size": image_size}
 
 
 def score_images(images, data: str, *, split: str = "test", samples: int = 2000, steps: int = 600,
-                 image_size: int | None = None, device: str = "cpu") -> dict:
-    """FID/KID (classifier features) of the first `samples` images of `images` (a folder of PNG/JPEG files, a .npy
-    or a .npz: dgen.eval.image_files) against `split` of `data`, with the classifier and the reference images a
-    run on `data` uses (same cache): with split "test" and a run's fid_classifier_steps, comparable with that run's
-    test/fid_classifier. The keys name the reference split ("train/fid_classifier" against the train split)."""
+                 encoder_steps: int = 800, image_size: int | None = None, device: str = "cpu") -> dict:
+    """FID/KID (classifier features; contrastive features where `data` has no labels) of the first `samples` images
+    of `images` (a folder of PNG/JPEG files, a .npy or a .npz: dgen.eval.image_files) against `split` of `data`,
+    with the feature network and the reference images a run on `data` uses (same cache): with split "test" and a
+    run's fid_classifier_steps / fid_encoder_steps, comparable with that run's test/fid_classifier (or
+    test/fid_contrastive). The keys name the reference split ("train/fid_classifier" against the train split)."""
     image_size, channels = feature_image_shape(data, image_size)
     # The input is read and checked, and the reference opened, before the classifier's possibly long training.
     fakes, found = load_images(images, image_size=image_size, channels=channels, limit=samples)
@@ -217,11 +233,11 @@ def score_images(images, data: str, *, split: str = "test", samples: int = 2000,
     if len(fakes) < FEW_IMAGES:
         log.warning("scoring %d images: FID is biased upward below %d, so compare only scores of as many images",
                     len(fakes), FEW_IMAGES)
-    extractor, _ = load_or_train_feature_classifier(data, device=device, steps=steps, image_size=image_size,
-                                                    channels=channels)
+    kind, extractor = feature_network(data, image_size=image_size, channels=channels, device=device,
+                                      classifier_steps=steps, encoder_steps=encoder_steps, quiet=True)
     fid = FID(extractor, device, batch_size=256)
     fid.real_stats(reference)
     fid.fake_stats(to_float(fakes).split(256))
     score = fid.score()
-    return {f"{split}/fid_classifier": score["fid"], f"{split}/kid_classifier": score["kid"], "images": len(fakes),
+    return {f"{split}/fid_{kind}": score["fid"], f"{split}/kid_{kind}": score["kid"], "images": len(fakes),
             "reference": f"{data} {split} split", "image_size": image_size}

@@ -74,7 +74,7 @@ CACHE_FORMAT = 1  # bump when the classifier architecture or its training change
 
 
 # -- the feature classifier ---------------------------------------------------------------------------
-def _resolve_shape(manifest, image_size: int | None, channels: int | None) -> tuple[int, int]:
+def resolve_shape(manifest, image_size: int | None, channels: int | None) -> tuple[int, int]:
     if image_size is None:
         if manifest.image_size is None or manifest.image_size[0] != manifest.image_size[1]:
             raise DataError(f"images of {manifest.dataset!r} are not one square size "
@@ -86,7 +86,7 @@ def _resolve_shape(manifest, image_size: int | None, channels: int | None) -> tu
 def feature_image_shape(data, image_size: int | None = None) -> tuple[int, int]:
     """(image size, channels) of the feature classifier for `data` at `image_size` (default: the manifest's square
     size) in the manifest's channels: what a run on `data` at that size uses."""
-    return _resolve_shape(load_manifest(data), image_size, None)
+    return resolve_shape(load_manifest(data), image_size, None)
 
 
 @torch.no_grad()
@@ -116,15 +116,9 @@ def train_feature_classifier(data, *, image_size: int | None = None, channels: i
     manifest = load_manifest(data)
     if manifest.classes is None:
         raise DataError(f"{manifest.dataset!r} has no labels: the feature classifier needs a labelled dataset")
-    image_size, channels = _resolve_shape(manifest, image_size, channels)
-    # Every train shard must hold the bytes its manifest recorded: the cache is keyed by those hashes, so a
-    # classifier trained around a damaged shard would be reused once the shard is repaired.
-    location = dataset_location(data)
-    for shard in manifest.split("train").shards:
-        problem = check_shard(shard_url(location, shard.name), shard.samples, shard.sha256, manifest, decode=False)
-        if problem:
-            raise DataError(f"the FID feature classifier trains on {manifest.dataset}'s train split, but shard "
-                            f"{shard.name} is damaged: {problem} (`dgen verify` lists every damaged shard)")
+    image_size, channels = resolve_shape(manifest, image_size, channels)
+    check_train_shards(data, manifest, "classifier")
+    batch_size = min(batch_size, max(1, manifest.split("train").samples))  # a small folder: all of it in each batch
     stream = train_loader(data, "train", batch_size=batch_size, seed=seed, num_workers=0, image_size=image_size,
                           channels=channels, epoch_batches=steps, rank=0, world_size=1, verify=False)  # checked above
     stream.set_epoch(0)
@@ -149,6 +143,17 @@ def train_feature_classifier(data, *, image_size: int | None = None, channels: i
     log.info("feature classifier for %s: %d steps in %.1f s, test accuracy %.4f", manifest.dataset, steps,
              time.perf_counter() - t0, acc)
     return model, acc
+
+
+def check_train_shards(data, manifest, network: str) -> None:
+    """Every train shard must hold the bytes its manifest recorded: the caches are keyed by those hashes, so a
+    feature network trained around a damaged shard would be reused once the shard is repaired."""
+    location = dataset_location(data)
+    for shard in manifest.split("train").shards:
+        problem = check_shard(shard_url(location, shard.name), shard.samples, shard.sha256, manifest, decode=False)
+        if problem:
+            raise DataError(f"the FID feature {network} trains on {manifest.dataset}'s train split, but shard "
+                            f"{shard.name} is damaged: {problem} (`dgen verify` lists every damaged shard)")
 
 
 def default_cache_dir(data) -> Path:
@@ -183,40 +188,54 @@ def load_or_train_feature_classifier(data, cache_dir=None, *, collective: bool =
     is not shared between nodes). `collective=False`: one process alone (e.g. the report on the main
     process), no barrier; it loads the cache or trains in that process.
     """
+    manifest = load_manifest(data)
+    opts = {"steps": 600, "batch_size": 128, "lr": 1e-3, "seed": 0}
+    extra = {"num_classes": len(manifest.classes or [])}
+    return cached_network(data, "classifier", train_feature_classifier, lambda c, s: DigitClassifier(c, s, **extra),
+                          opts, extra, cache_dir=cache_dir, collective=collective, **kw)
+
+
+def cached_network(data, kind: str, train, build, opts: dict, extra: dict, *, cache_dir=None, collective: bool = True,
+                   **kw) -> tuple[nn.Module, float]:
+    """The cache of load_or_train_feature_classifier for any feature network: `kind` names the files
+    (<kind>-<key>.pt/.json), `train(data, **kw)` returns (model, a quality figure), `build(channels, image_size)`
+    an untrained model to load the weights into; `opts` are train's options with their defaults and `extra` other
+    facts of the model, all part of the key."""
     device = kw.get("device", "cpu")
     manifest = load_manifest(data)
-    image_size, channels = _resolve_shape(manifest, kw.get("image_size"), kw.get("channels"))
+    image_size, channels = resolve_shape(manifest, kw.get("image_size"), kw.get("channels"))
     train_sha = hashlib.sha256("".join(sh.sha256 for sh in manifest.split("train").shards).encode()).hexdigest()
-    opts = {"steps": 600, "batch_size": 128, "lr": 1e-3, "seed": 0}
-    opts.update({k: v for k, v in kw.items() if k in opts})
-    meta = {"format": CACHE_FORMAT, "dataset": manifest.dataset, "train_sha256": train_sha,
-            "image_size": image_size, "channels": channels, "num_classes": len(manifest.classes or []), **opts}
+    opts = {**opts, **{k: v for k, v in kw.items() if k in opts}}
+    meta = {"format": CACHE_FORMAT, "kind": kind, "dataset": manifest.dataset, "train_sha256": train_sha,
+            "image_size": image_size, "channels": channels, **extra, **opts}
+    if kind == "classifier":  # the key of the caches written before there were other kinds
+        del meta["kind"]
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(data)
-    pt, js = folder / f"classifier-{key}.pt", folder / f"classifier-{key}.json"
+    pt, js = folder / f"{kind}-{key}.pt", folder / f"{kind}-{key}.json"
 
-    def load() -> tuple[DigitClassifier, float] | None:
+    def load() -> tuple[nn.Module, float] | None:
         if not pt.is_file():
             return None
         try:
             saved = torch.load(pt, map_location="cpu", weights_only=True)
             if saved["meta"] != meta:
                 return None
-            model = DigitClassifier(channels, image_size, num_classes=meta["num_classes"])
+            model = build(channels, image_size)
             model.load_state_dict(saved["state_dict"])
         except Exception as e:  # a damaged cache file is retrained, not fatal
-            log.warning("ignoring unreadable classifier cache %s (%s)", pt, e)
+            log.warning("ignoring unreadable %s cache %s (%s)", kind, pt, e)
             return None
         model.to(device).eval()
         model.cache_hit, model.cache_path = True, pt
         return model, float(saved["accuracy"])
 
-    def load_or_train() -> tuple[DigitClassifier, float]:
+    def load_or_train() -> tuple[nn.Module, float]:
         with outside_the_step(opts["seed"], device):  # building the network draws from torch's generator
             got = load()
         if got is not None:
             return got
-        model, acc = train_feature_classifier(data, **{**kw, "image_size": image_size, "channels": channels})
+        model, acc = train(data, **{**kw, "image_size": image_size, "channels": channels})
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         atomic_write(pt, lambda f: torch.save({"meta": meta, "accuracy": acc, "state_dict": state}, f))
