@@ -119,6 +119,8 @@ def test_an_unlabelled_folder_gets_inception_scores_on_one_and_two_processes(fac
     report = (faces / "one" / "report.md").read_text()
     assert "Best FID (Inception features)" in report and "32 generated images against the 20 of the" in report
     assert "Best FID (contrastive features)" in report
+    # 20 test images against 128 and 2,048 feature dimensions: both FIDs are flagged, KID named instead
+    assert "FID (contrastive features) is unreliable" in report and "test/kid_inception (unbiased)" in report
     assert len(list((faces / "shards" / "faces" / ".dgen-cache").glob("inception-real-*.pt"))) == 1
     assert len(list((faces / "shards" / "faces" / ".dgen-cache").glob("encoder-*.pt"))) == 1
 

@@ -96,11 +96,17 @@ class SampleScores:
             self._inception_real(location, manifest, path)
         elif cfg.inception:
             self.notes.append(f"No Inception FID: {why}")
+        self.real_images = manifest.split(split).samples
+        for name, fid in self.scorers.items():
+            if self.real_images <= fid.extractor.feature_dim:
+                self.notes.append(f"FID ({name} features) is unreliable on these shards: the {split} split has "
+                                  f"{self.real_images} images, no more than the features' {fid.extractor.feature_dim} "
+                                  f"dimensions, so its covariance is degenerate; compare checkpoints and runs by "
+                                  f"test/kid_{name} (unbiased) instead.")
         if acc.is_main_process:
             for note in self.notes:
                 log.warning("%s", note)
         self.name = next(iter(self.scorers), None)  # the score that picks the best checkpoint
-        self.real_images = manifest.split(split).samples
         share = -(-cfg.fid_samples // acc.num_processes)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + acc.process_index)
         self.noise = method.noise(share, g).to(acc.device)
