@@ -59,13 +59,20 @@ def views(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return warped * uniform(0.6, 1.0, 1, 1, 1) - 1
 
 
-def nt_xent(z: torch.Tensor) -> torch.Tensor:
-    """SimCLR's loss for projections z [2N, D] whose rows i and i + N are two views of one image."""
+def _similarities(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities of projections z [2N, D] whose rows i and i + N are two views of one image, each row's
+    own left out (-inf), and the index of each row's partner view."""
     z = F.normalize(z, dim=1)
-    sim = z @ z.T / TEMPERATURE
+    sim = z @ z.T
     sim.fill_diagonal_(float("-inf"))
     n = len(z) // 2
-    return F.cross_entropy(sim, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device))
+    return sim, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+
+
+def nt_xent(z: torch.Tensor) -> torch.Tensor:
+    """SimCLR's loss for projections z [2N, D] whose rows i and i + N are two views of one image."""
+    sim, partner = _similarities(z)
+    return F.cross_entropy(sim / TEMPERATURE, partner)
 
 
 @torch.no_grad()
@@ -80,12 +87,9 @@ def view_accuracy(model: DigitClassifier, data, split: str, *, image_size: int, 
         x = batch["image"].to(device)
         if len(x) < 2:
             continue
-        z = F.normalize(model(torch.cat([views(x, g), views(x, g)])), dim=1)
-        sim = z @ z.T
-        sim.fill_diagonal_(float("-inf"))
-        n = len(x)
-        right += int((sim.argmax(1).cpu() == torch.cat([torch.arange(n, 2 * n), torch.arange(n)])).sum())
-        total += 2 * n
+        sim, partner = _similarities(model(torch.cat([views(x, g), views(x, g)])))
+        right += int((sim.argmax(1) == partner).sum())
+        total += len(partner)
     return right / total if total else float("nan")
 
 
